@@ -1,0 +1,1 @@
+"""Data: reading records, corpora → packed token shards, task transformations, collation."""
