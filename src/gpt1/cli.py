@@ -95,8 +95,392 @@ def _cmd_convert(args) -> None:
     print(f"wrote {out}")
 
 
+# ---- prepare ------------------------------------------------------------------------------------------
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="tokenize a corpus into uint16 train.bin / val.bin shards for pre-training")
+    p.add_argument("--data", nargs="+", required=True, help="text files, folders, JSONL/CSV/Parquet, or a hub dataset")
+    p.add_argument("--out", required=True, help="output dir (train.bin, val.bin, meta.json, tokenizer files)")
+    p.add_argument("--tokenizer", default=None, help=f"tokenizer dir or hub id (default {DEFAULT_TOKENIZER})")
+    p.add_argument("--text-column", default="text", help="column holding the text in JSONL/CSV/Parquet/hub data")
+    p.add_argument("--val-fraction", type=float, default=0.005, help="share of text held out for validation")
+    p.add_argument("--num-proc", type=int, default=os.cpu_count() or 1, help="tokenizer worker processes")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the train/validation split")
+    p.add_argument("--force", action="store_true", help="re-tokenize even if matching shards exist")
+
+
+def _cmd_prepare(args) -> None:
+    from .data.corpus import prepare_corpus
+
+    tok = load_tokenizer_for(None, args.tokenizer)
+    prepare_corpus(args.data, args.out, tok, text_column=args.text_column, val_fraction=args.val_fraction,
+                   num_proc=args.num_proc, seed=args.seed, force=args.force)  # fmt: skip
+
+
+# ---- pretrain -----------------------------------------------------------------------------------------
+def _int_like(text: str) -> int:
+    """Integers also written as 1e6 or 2_000_000 (token budgets are large)."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(value)
+
+
+def _add_pretrain(sub) -> None:
+    p = sub.add_parser(
+        "pretrain", argument_default=argparse.SUPPRESS,
+        help="pre-train a GPT on unlabelled text (paper stage 1); flags override --config",
+        description="Pre-train a GPT language model. Settings come from defaults, then --config (YAML/JSON), then "
+                    "flags; the resolved config is saved in RUN_DIR/run_config.json.",
+    )  # fmt: skip
+    p.add_argument("--data", nargs="+", help="text files, folders, JSONL/CSV/Parquet, a hub dataset, or a prepared dir")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", help="start from random weights of a preset: gpt1, small, mini, tiny")
+    which.add_argument("--model", help="continue from these weights (model/run dir or hub id)")
+    p.add_argument("--config", help="YAML or JSON file of settings (keys as the flags, plus model_overrides: {...})")
+    p.add_argument("--out", help="the run dir")
+    p.add_argument("--max-steps", type=_int_like, help="optimizer steps to train")
+    p.add_argument("--max-tokens", type=_int_like, help="tokens to train on (rounded up to whole steps)")
+    p.add_argument("--epochs", type=float, help="passes over the training shard")
+    p.add_argument("--batch-tokens", type=_int_like, help="global batch in tokens (default 32768 = 64 x 512)")
+    p.add_argument("--micro-batch", type=int, help="sequences per process per micro-step (default: <= 8)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2.5e-4)")
+    p.add_argument("--warmup", type=float, help="warmup steps, or a fraction of all steps if < 1 (default 2000)")
+    p.add_argument("--schedule", choices=["cosine", "linear", "constant"], help="decay after warmup (default cosine)")
+    p.add_argument("--weight-decay", type=float, help="decoupled weight decay on matrices (default 0.01)")
+    p.add_argument("--grad-clip", type=float, help="global gradient-norm clip, 0 = off (default 1.0)")
+    p.add_argument("--eval-every", type=int, help="steps between evaluations (default 500)")
+    p.add_argument("--eval-blocks", type=int, help="validation blocks per evaluation (default 100)")
+    p.add_argument("--save-every", type=int, help="steps between checkpoints (default 500)")
+    p.add_argument("--keep-last", type=int, help="checkpoints kept (default 2)")
+    p.add_argument("--log-every", type=int, help="steps between metrics rows (default 10)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 autocast where supported")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--tokenizer", help=f"tokenizer dir or hub id (default: the model's, or {DEFAULT_TOKENIZER})")
+    p.add_argument("--val-fraction", type=float, help="share of text held out for validation (default 0.005)")
+    p.add_argument("--num-proc", type=int, help="tokenizer worker processes (default 1)")
+    p.add_argument("--text-column", help="text column of JSONL/CSV/Parquet/hub data (default text)")
+    p.add_argument("--seed", type=int, help="seed of weights, data order and dropout (default 1234)")
+    p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
+    p.add_argument("--devices", type=int, help="processes to launch with torchrun (GPUs, or CPU processes)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _read_config_file(path: str) -> dict:
+    """Settings from a YAML or JSON file, keys normalised to the flags' underscore names."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no such config file.")
+    try:
+        data = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'} ({e}).".replace("\n", " "))
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of settings, got {type(data).__name__}.")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def _cmd_pretrain(args) -> None:
+    from .pretrain import PRETRAIN_DEFAULTS, pretrain
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    settings = {**(_read_config_file(args.config) if getattr(args, "config", None) else {}), **flags}
+    unknown = sorted(set(settings) - set(PRETRAIN_DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown setting(s) {', '.join(unknown)} in {args.config}; known: {', '.join(PRETRAIN_DEFAULTS)}.")
+    devices = int(settings.get("devices") or 1)
+    if devices < 1:
+        raise UserError(f"--devices {devices} is invalid; use 1 or more.")
+    if devices > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(settings, devices)
+    result = pretrain(**settings)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
+    parts = [f"step {result['step']}", f"{result['tokens']:,} tokens"]
+    for key, fmt in (("loss", ".4f"), ("val_loss", ".4f"), ("val_ppl", ".2f"), ("tokens_per_s", ",.0f")):
+        if result.get(key) is not None:
+            parts.append(f"{key} {result[key]:{fmt}}")
+    print(f"{'interrupted' if result['interrupted'] else 'done'}: {', '.join(parts)}; run dir {result['run_dir']}")
+    if result["interrupted"]:
+        print(f"resume with: gpt1 pretrain ... --out {result['run_dir']} --resume auto", file=sys.stderr)
+        raise KeyboardInterrupt
+
+
+def _launch_torchrun(settings: dict, devices: int) -> None:
+    """Run `gpt1 pretrain` in `devices` processes under torchrun, after preparing the data once here."""
+    import subprocess
+
+    import torch
+
+    from .pretrain import PRETRAIN_DEFAULTS, _load_tokenizer, prepare_data
+
+    s = {**PRETRAIN_DEFAULTS, **settings}
+    if not s["out"] or not s["data"]:
+        raise UserError("--devices needs --data and --out.")
+    on_gpu = torch.cuda.is_available() and s["device"] in ("auto", "cuda")
+    if on_gpu and devices > torch.cuda.device_count():
+        raise UserError(f"--devices {devices} is more than the {torch.cuda.device_count()} GPUs visible here.")
+    prepare_data(s, _load_tokenizer(s))  # once, before the workers start: they reuse the shards
+    out = Path(s["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    launch = out / "launch_config.json"
+    launch.write_text(json.dumps({**settings, "devices": devices}, indent=2, default=str) + "\n")
+    env = dict(os.environ)
+    if not on_gpu:  # split this machine's cores between the CPU processes
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
+           "-m", "gpt1", "pretrain", "--config", str(launch)]  # fmt: skip
+    print("launching: " + " ".join(cmd), flush=True)
+    rc = subprocess.call(cmd, env=env)
+    if rc:
+        raise UserError(f"torchrun exited with code {rc}; see the messages above.")
+
+
+# ---- serve --------------------------------------------------------------------------------------------
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP API (/v1/completions, streaming) and a web playground")
+    p.add_argument("--model", required=True, help="model dir, hub id, or preset:NAME (random weights)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the API and the "
+                        "playground, without authentication, to every network this machine is on)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=8, help="most sequences decoded together (default 8)")
+    p.add_argument("--max-queue", type=int, default=64, help="most requests waiting; more get 503 (default 64)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer dir or hub id (default: the model's own)")
+    p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: as stored)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--name", default=None, help="model name the API reports (default: the model dir's name)")
+
+
+def _cmd_serve(args) -> None:
+    from .serve import serve
+
+    serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_queue=args.max_queue,
+          tokenizer=args.tokenizer, dtype=parse_dtype(args.dtype), device=args.device, name=args.name)  # fmt: skip
+
+
+# ---- finetune -----------------------------------------------------------------------------------------
+# Named here rather than imported, so building the parser does not import torch (gpt1.data.tasks checks them too).
+_FT_TASKS = ("rocstories", "sst2", "cola", "mrpc", "qqp", "stsb", "rte", "qnli", "mnli", "snli", "scitail", "race")
+_ZERO_SHOT = ("sst2", "cola", "race", "rocstories", "dprd")
+
+
+def _add_task_columns(p) -> None:
+    g = p.add_argument_group("columns of your own data (generic tasks: classification, entailment, similarity, "
+                             "multiple-choice)")  # fmt: skip
+    g.add_argument("--text-column", help="text (classification), premise or first text (default text)")
+    g.add_argument("--text-pair-column", help="hypothesis or second text (default text_pair)")
+    g.add_argument("--context-column", help="multiple choice: the context (default context)")
+    g.add_argument("--question-column", help="multiple choice: a question appended to the context (optional)")
+    g.add_argument("--choice-columns", help="multiple choice: comma-separated answer columns, or one list column "
+                                            "(default choices)")  # fmt: skip
+    g.add_argument("--label-column", help="the label: class name/id, score, or answer index (default label)")
+
+
+def _task_columns(args) -> dict:
+    cols = {k: getattr(args, k, None) for k in ("text_column", "text_pair_column", "context_column",
+                                                  "question_column", "label_column")}  # fmt: skip
+    if getattr(args, "choice_columns", None):
+        cols["choice_columns"] = [c.strip() for c in args.choice_columns.split(",") if c.strip()]
+    return {k: v for k, v in cols.items() if v is not None}
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser(
+        "finetune", help="fine-tune on a task with the paper's input transformations and auxiliary LM loss (stage 2)",
+        description="Discriminative fine-tuning (paper §3.2-3.3). Defaults are the paper's: lr 6.25e-5, batch 32, "
+                    "3 epochs, 0.2%% linear warmup then linear decay, classifier dropout 0.1, --lm-coef 0.5.",
+    )  # fmt: skip
+    p.add_argument("--task", required=True, help=f"one of: {', '.join(_FT_TASKS)}; or your own data: classification, "
+                                                 "entailment, similarity, multiple-choice")  # fmt: skip
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="pre-trained weights: model/run dir or hub id (e.g. openai-community/openai-gpt)")
+    which.add_argument("--preset", help="random weights of a preset (gpt1, small, mini, tiny): no pre-training")
+    p.add_argument("--data", help="task file or folder (GLUE's SST-2/ ...); default: the task's hub dataset")
+    p.add_argument("--val-data", help="validation file (default: the folder's dev split, else --val-fraction of train)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of train held out when there is no dev split")
+    p.add_argument("--out", required=True, help="the run dir")
+    p.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the model's)")
+    p.add_argument("--epochs", type=float, default=3.0, help="passes over the training data (default 3)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps instead of --epochs")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    p.add_argument("--lr", type=float, default=6.25e-5, help="peak learning rate (default 6.25e-5)")
+    p.add_argument("--lm-coef", type=float, default=0.5, help="weight λ of the auxiliary LM loss; 0 = off (default 0.5)")
+    p.add_argument("--warmup-fraction", type=float, default=0.002, help="linear warmup share of training (default 0.002)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="decoupled weight decay on matrices (default 0.01)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="global gradient-norm clip, 0 = off (default 1.0)")
+    p.add_argument("--clf-dropout", type=float, default=0.1, help="dropout before the task head (default 0.1)")
+    p.add_argument("--eval-every", type=int, help="steps between validations (default: once per epoch)")
+    p.add_argument("--save-every", type=int, help="steps between checkpoints (default: as --eval-every)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between metrics rows (default 10)")
+    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--max-train", type=int, help="use at most this many training examples (seeded sample)")
+    p.add_argument("--max-val", type=int, help="use at most this many validation examples (seeded sample)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the split, data order, head init and dropout")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--num-proc", type=int, default=1, help="tokenizer worker processes")
+    p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_task_columns(p)
+
+
+def _cmd_finetune(args) -> None:
+    from .finetune import finetune
+
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError(f"--max-steps {args.max_steps} is invalid; use 1 or more.")
+    result = finetune(
+        args.task, args.data, args.out, model=args.model, preset=args.preset, tokenizer=args.tokenizer,
+        val_data=args.val_data, val_fraction=args.val_fraction, epochs=args.epochs, max_steps=args.max_steps,
+        batch_size=args.batch_size, lr=args.lr, lm_coef=args.lm_coef, warmup_fraction=args.warmup_fraction,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, clf_dropout=args.clf_dropout,
+        eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every,
+        eval_batch_size=args.eval_batch_size, max_train=args.max_train, max_val=args.max_val, seed=args.seed,
+        precision=args.precision, device=args.device, compile=args.compile, resume=args.resume,
+        progress=args.progress, num_proc=args.num_proc, **_task_columns(args),
+    )  # fmt: skip
+    main = result["main_metric"]
+    last = f"{main} {result[main]:.4f}" if result.get(main) is not None else ""
+    best = f", best {main} {result['best']:.4f} (in {result['run_dir']}/best)" if result.get("best") is not None else ""
+    print(f"{'interrupted' if result['interrupted'] else 'done'}: step {result['step']}, {last}{best}; "
+          f"validation: {result['validation']}")  # fmt: skip
+    if result["interrupted"]:
+        print(f"resume with: gpt1 finetune ... --out {result['run_dir']} --resume auto", file=sys.stderr)
+        raise KeyboardInterrupt
+
+
+# ---- evaluate -----------------------------------------------------------------------------------------
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="task metrics of a fine-tuned model, zero-shot heuristics, or perplexity / bits per byte",
+        description="Three modes: a fine-tuned model on --task/--data (metric table + predictions); --zero-shot NAME "
+                    "(the paper's §5 heuristics with the LM alone); --perplexity FILE (sliding window).",
+    )  # fmt: skip
+    p.add_argument("--model", required=True, help="run dir, model dir or hub id")
+    p.add_argument("--task", help="the task (default: the one the model was fine-tuned on)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--zero-shot", choices=_ZERO_SHOT, help=f"one of {', '.join(_ZERO_SHOT)}")
+    mode.add_argument("--perplexity", metavar="FILE", help="a UTF-8 text file")
+    p.add_argument("--data", help="task file or folder (default: the task's hub dataset)")
+    p.add_argument("--split", default="validation", help="split to read from a task folder or hub (default validation)")
+    p.add_argument("--calibration-data", help="zero-shot cola: labelled data to choose the threshold on")
+    p.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--stride", type=int, help="perplexity: tokens between window starts (default: half the window)")
+    p.add_argument("--max-length", type=int, help="perplexity: window length (default: the model's context)")
+    p.add_argument("--max-examples", type=int, help="evaluate only the first N examples")
+    p.add_argument("--device", help="cpu or cuda (default cpu)")
+    p.add_argument("--output", help="write the metrics and predictions to this JSON file")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_task_columns(p)
+
+
+def _cmd_evaluate(args) -> None:
+    from .finetune import evaluate
+
+    if args.perplexity is None and args.data is None and args.zero_shot == "dprd":
+        raise UserError("--zero-shot dprd needs --data (CSV/JSONL with sentence, option1, option2, answer).")
+    result = evaluate(
+        args.model, args.task, args.data, split=args.split, zero_shot=args.zero_shot, perplexity=args.perplexity,
+        tokenizer=args.tokenizer, calibration_data=args.calibration_data, batch_size=args.batch_size,
+        stride=args.stride, max_length=args.max_length, max_examples=args.max_examples, progress=args.progress,
+        device=args.device, **_task_columns(args),
+    )  # fmt: skip
+    rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    width = max(len(k) for k, _ in rows)
+    print(f"{'metric':<{width}}  value")
+    for k, v in rows:
+        print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(result, indent=1, default=float) + "\n")
+        print(f"wrote {args.output}")
+
+
+# ---- generate ------------------------------------------------------------------------------------------
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="continue a prompt (KV-cache greedy, sampling or beam search)")
+    p.add_argument("--model", required=True, help="model dir, hub id, or preset:NAME (random weights; needs --tokenizer)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
+    src.add_argument("--prompt-file", help="file with one prompt per non-empty line (- for standard input)")
+    p.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate per prompt (default 50)")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (default: sampling)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, >= 0 (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set reaching p, in (0, 1]")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="HF's repetition penalty, > 0 (1.0 = off)")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size (0 = off)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (implies --greedy)")
+    p.add_argument("--num-samples", type=int, default=1, help="continuations per prompt (default 1)")
+    p.add_argument("--stop", action="append", default=None, help="stop at this string (repeatable)")
+    p.add_argument("--eos-id", type=int, action="append", default=None,
+                   help="stop at this token id (repeatable; default: config extra 'eos_token_id' if the model has one)")
+    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same samples")
+    p.add_argument("--stream", action="store_true", help="print the continuation token by token")
+    p.add_argument("--truncate-left", action="store_true",
+                   help="drop the oldest prompt tokens when prompt + new tokens would pass the model's context")
+    p.add_argument("--tokenizer", default=None, help="tokenizer dir or hub id (default: the model's own)")
+    p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: as stored)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+
+
+def _cmd_generate(args) -> None:
+    from .config import GPT1Config
+    from .generation import generate_text, stream_text
+    from .model import GPT
+
+    if args.prompt_file is not None:
+        text = sys.stdin.read() if args.prompt_file == "-" else Path(args.prompt_file).read_text()
+        prompts = [line for line in text.splitlines() if line.strip()]
+        if not prompts:
+            raise UserError(f"{args.prompt_file}: no prompts (the file has no non-empty line).")
+    else:
+        prompts = args.prompt
+    dtype = parse_dtype(args.dtype)
+    preset = args.model.startswith("preset:")
+    if preset:
+        if args.tokenizer is None:
+            raise UserError("--model preset:NAME has no tokenizer of its own; pass --tokenizer DIR.")
+        model = GPT(GPT1Config.from_preset(args.model.split(":", 1)[1])).to(dtype=dtype, device=args.device)
+    else:
+        model = GPT.from_pretrained(args.model, dtype=dtype, device=args.device)
+    model.eval()
+    tokenizer = load_tokenizer_for(None if preset else args.model, args.tokenizer)
+    eos = args.eos_id if args.eos_id is not None else model.config.extra.get("eos_token_id")
+    kwargs = dict(
+        max_new_tokens=args.max_new_tokens, do_sample=not args.greedy and args.num_beams == 1,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size, num_beams=args.num_beams,
+        num_return_sequences=args.num_samples, eos_token_id=eos, stop=args.stop, seed=args.seed,
+        truncate_left=args.truncate_left,
+    )  # fmt: skip
+    if args.stream:
+        if len(prompts) > 1 or args.num_samples > 1 or args.num_beams > 1:
+            raise UserError("--stream prints one continuation: give one prompt, --num-samples 1 and --num-beams 1.")
+        for piece in stream_text(model, tokenizer, prompts[0], **kwargs):
+            print(piece, end="", flush=True)
+        print()
+        return
+    texts = generate_text(model, tokenizer, prompts, **kwargs)
+    if len(texts) == 1:
+        print(texts[0])
+        return
+    for i, text in enumerate(texts):
+        p, n = divmod(i, args.num_samples)
+        print(f"=== prompt {p + 1}" + (f", sample {n + 1}" if args.num_samples > 1 else "") + " ===")
+        print(text)
+
+
 # ---- entry point -----------------------------------------------------------------------------------------
-COMMANDS = ["info", "tokenize", "convert"]
+COMMANDS = ["info", "tokenize", "convert", "prepare", "pretrain", "serve", "finetune", "evaluate", "generate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,9 +58,15 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows `index` (in that order): beam search re-ranks hypotheses between steps."""
-        self.keys = [k.index_select(0, index) for k in self.keys]
-        self.values = [v.index_select(0, index) for v in self.values]
+        """Keep rows `index` (in that order): beam search re-ranks hypotheses between steps, sampling copies prompts."""
+        if index.shape[0] == self.batch_size:  # same batch size: copy only the filled positions, in place
+            n = self.length
+            for cache in (self.keys, self.values):
+                for t in cache:
+                    t[:, :, :n] = t[:, :, :n].index_select(0, index)
+        else:
+            self.keys = [k.index_select(0, index) for k in self.keys]
+            self.values = [v.index_select(0, index) for v in self.values]
         if self.key_mask is not None:
             self.key_mask = self.key_mask.index_select(0, index)
 
@@ -265,6 +271,14 @@ class GPT(nn.Module):
         bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
         bias.masked_fill_(~allowed, torch.finfo(dtype).min)
         return bias.unsqueeze(1)
+
+    # ---- generation (implemented in generation.py) ------------------------------------------------------
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        """Greedy / sampling / beam-search continuation on the KV cache; see `gpt1.generation.generate` for arguments
+        (HF's names: max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, eos_token_id, seed ...)."""
+        from .generation import generate
+
+        return generate(self, input_ids, attention_mask, **kwargs)
 
     # ---- checkpoints (implemented in checkpoint.py) ----------------------------------------------
     @classmethod

@@ -1,0 +1,219 @@
+"""Training throughput and peak memory: our `Trainer` vs `transformers.OpenAIGPTLMHeadModel` in a plain PyTorch loop.
+
+Both train the same weights on the same random token batches with the same optimizer (AdamW, decay groups, fused),
+the same precision (fp32, or bf16 autocast with fp32 master weights) and gradient clipping, in this one process.
+Prints tokens/s, peak memory (CUDA: max allocated; CPU: peak resident memory above the pre-run level, sampled
+every 2 ms) and model FLOPs utilisation against this machine's measured matmul peak.
+
+    python benchmarks/train.py            # small and gpt1 presets, fp32 and bf16 (a few minutes on a laptop CPU)
+    python benchmarks/train.py --quick    # fewer shapes and steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from gpt1 import GPT, GPT1Config  # noqa: E402
+from gpt1.checkpoint import ours_to_hf  # noqa: E402
+from gpt1.data.corpus import BlockSampler  # noqa: E402
+from gpt1.train import Trainer, TrainConfig, param_groups  # noqa: E402
+
+
+# ---- measuring ----------------------------------------------------------------------------------------------------
+class PeakMemory:
+    """Peak memory of the block: CUDA max-allocated, or CPU resident set (sampled) above the level at entry."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak = device, 0
+
+    def __enter__(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        _trim()
+        self.base = self.peak_rss = _rss()
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak_rss = max(self.peak_rss, _rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.running = False
+            self.thread.join()
+            self.peak = self.peak_rss - self.base
+        return False
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _trim() -> None:
+    """Give freed heap back to the OS, so one run's leftovers do not hide the next run's peak."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """Measured dense matmul FLOP/s: the denominator of MFU."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def flops_per_token(cfg: GPT1Config, seq: int) -> float:
+    """Training FLOPs per token: 6 x matmul parameters (blocks + tied LM head) + 12 L T d for attention scores."""
+    n_matmul = cfg.n_layer * 12 * cfg.n_embd**2 + cfg.n_embd * cfg.vocab_size
+    return 6 * n_matmul + 12 * cfg.n_layer * seq * cfg.n_embd
+
+
+# ---- the two contenders ------------------------------------------------------------------------------------------
+class _NoSaveTrainer(Trainer):
+    """Our Trainer without checkpoint writes: the benchmark times training, not disk I/O."""
+
+    def save_checkpoint(self, gather_rng: bool = True):
+        return None
+
+
+def run_ours(model: GPT, tokens: np.ndarray, batch: int, seq: int, steps: int, warm: int, precision: str,
+             device: torch.device, compile: bool) -> tuple[float, int]:  # fmt: skip
+    cfg = TrainConfig(max_steps=warm + steps, warmup_steps=1, lr=1e-4, log_every=1, eval_every=10**9,
+                      save_every=10**9, precision=precision, device=str(device), compile=compile, progress=False)  # fmt: skip
+    with tempfile.TemporaryDirectory() as out:
+        trainer = _NoSaveTrainer(model, cfg, BlockSampler(tokens, seq, batch, rank=0, world_size=1), out)
+        with PeakMemory(device) as mem:
+            trainer.fit()
+        rows = trainer.metrics.rows()
+    timed = [r for r in rows if r["step"] > warm]
+    seconds = sum(batch * seq / r["tokens_per_s"] for r in timed)
+    return batch * seq * len(timed) / seconds, mem.peak
+
+
+def run_hf(model: GPT, tokens: np.ndarray, batch: int, seq: int, steps: int, warm: int, precision: str,
+           device: torch.device) -> tuple[float, int]:  # fmt: skip
+    from transformers import OpenAIGPTConfig, OpenAIGPTLMHeadModel
+
+    hf = OpenAIGPTLMHeadModel(OpenAIGPTConfig(**model.config.to_hf_dict()))
+    missing, unexpected = hf.load_state_dict(ours_to_hf(model.state_dict()), strict=False)
+    assert not unexpected and all("lm_head" in k or k.endswith("attn.bias") for k in missing), (missing, unexpected)
+    hf.to(device).train()
+    opt = torch.optim.AdamW(param_groups(hf, 0.01), lr=1e-4, fused=True)
+    sampler = BlockSampler(tokens, seq, batch, rank=0, world_size=1)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    times = []
+    with PeakMemory(device) as mem:
+        for step in range(warm + steps):
+            x = sampler.next_batch()["input_ids"].to(device)
+            t0 = time.perf_counter()
+            with amp:
+                loss = hf(input_ids=x, labels=x).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0, foreach=True)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss.item()
+            _sync(device)
+            if step >= warm:
+                times.append(time.perf_counter() - t0)
+    del hf, opt
+    return batch * seq * len(times) / sum(times), mem.peak
+
+
+# ---- main ----------------------------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer shapes and steps")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default 3, quick 2)")
+    ap.add_argument("--warm", type=int, default=1, help="untimed first steps")
+    ap.add_argument("--shapes", default=None, help="preset:batch:seq list, e.g. small:4:512,gpt1:8:128,gpt1:4:512")
+    ap.add_argument("--precisions", default=None, help="comma list of fp32,bf16 (default both on CPU, bf16 on GPU)")
+    ap.add_argument("--compile", action="store_true", help="also time our Trainer with torch.compile")
+    ap.add_argument("--attn-dropout", type=float, default=None, help="override attn_pdrop (paper: 0.1)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    steps = args.steps or (2 if args.quick else 3)
+    shapes = args.shapes or ("small:4:512,gpt1:4:512" if args.quick else "small:4:512,gpt1:8:128,gpt1:4:512")
+    if on_gpu and args.shapes is None:
+        shapes = "small:16:512,gpt1:16:512" if args.quick else "small:16:512,gpt1:8:512,gpt1:16:512"
+    precisions = (args.precisions or ("bf16" if on_gpu else "fp32,bf16")).split(",")
+    peaks = {p: matmul_peak(device, torch.bfloat16 if p == "bf16" else torch.float32) for p in precisions}
+    name = torch.cuda.get_device_name(device) if on_gpu else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; measured matmul peak: "
+          + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))  # fmt: skip
+    print(f"{steps} timed steps after {args.warm} warm-up step(s) per run; same weights, batches, AdamW, clipping\n")
+    header = f"{'preset':<7}{'batch':>9} {'prec':<5}{'impl':<14}{'tokens/s':>10}{'peak MiB':>10}{'MFU':>7}"
+    print(header + f"{'speed x':>9}{'memory x':>10}")
+    print("-" * (len(header) + 19))
+    tokens = np.random.default_rng(0).integers(0, 40478, 2_000_000).astype(np.uint16)
+    for shape in shapes.split(","):
+        preset, batch, seq = shape.split(":")
+        batch, seq = int(batch), int(seq)
+        overrides = {} if args.attn_dropout is None else {"attn_pdrop": args.attn_dropout}
+        cfg = GPT1Config.from_preset(preset, **overrides)
+        for precision in precisions:
+            torch.manual_seed(0)
+            model = GPT(cfg)
+            init = {k: v.clone() for k, v in model.state_dict().items()}
+            hf_tps, hf_mem = run_hf(model, tokens, batch, seq, steps, args.warm, precision, device)
+            _trim()
+            rows = [("transformers", hf_tps, hf_mem)]
+            impls = [("gpt1 Trainer", False)] + ([("gpt1 +compile", True)] if args.compile else [])
+            for label, comp in impls:
+                model.load_state_dict(init)
+                tps, mem = run_ours(model, tokens, batch, seq, steps, args.warm, precision, device, comp)
+                rows.append((label, tps, mem))
+                _trim()
+            for label, tps, mem in rows:
+                mfu = tps * flops_per_token(cfg, seq) / peaks[precision]
+                ratio = "" if label == "transformers" else f"{tps / hf_tps:>8.2f}x{hf_mem / max(mem, 1):>9.2f}x"
+                print(f"{preset:<7}{f'{batch}x{seq}':>9} {precision:<5}{label:<14}{tps:>10.0f}{mem / 2**20:>10.0f}"
+                      f"{mfu:>7.1%} {ratio}", flush=True)  # fmt: skip
+            del model, init
+            _trim()
+    print("\nspeed x = our tokens/s over transformers'; memory x = transformers' peak over ours (higher is better).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+"""Pre-training corpora: text → GPT-1 token ids → flat `train.bin` / `val.bin` shards, and a resumable block sampler.
+
+`prepare_corpus` reads text files (one document per file), JSONL/CSV/Parquet records (one document per record) or a
+`datasets` hub name, tokenizes in parallel, ends every document with the document-end token `<|endoftext|>` (GPT-1's
+vocabulary has none, so it is added as special token 40478) and writes the ids as raw `uint16` arrays plus a
+`meta.json` of counts, the tokenizer's fingerprint and the source files' sizes and mtimes; a re-run with the same
+inputs reuses the shards. `BlockSampler` then draws contiguous `n_positions`-token blocks at random from the memmap,
+as in the paper, each process of a DDP run reading its own blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+EOT_TOKEN = "<|endoftext|>"  # the same string GPT-2 uses; the LM fine-tuning code appends the same token
+META_FILE = "meta.json"
+FORMAT = "gpt1-corpus-v1"
+PIECE_CHARS = 1 << 16  # long documents are cut at line breaks into ~64 KB pieces: parallel work units
+GROUP_CHARS = 1 << 25  # pieces are tokenized ~32 MB of text at a time, bounding memory on huge corpora
+_TEXT_SUFFIXES = {".txt", ".text", ".md", ""}
+_TRAILING_WS = re.compile(r"\s*")
+
+
+# ---- reading documents -------------------------------------------------------------------------------------
+def _describe_sources(sources: Sequence[str | Path]) -> tuple[list[dict[str, Any]], list[Path] | None]:
+    """Each local file with its size and mtime (so a re-run can tell the input is unchanged), or the hub name."""
+    from .readers import expand_paths
+
+    local = [s for s in sources if Path(s).expanduser().exists()]
+    if not local:
+        name = str(sources[0])
+        if len(sources) != 1 or name.startswith((".", "/", "~")) or Path(name).suffix:
+            raise FileNotFoundError(f"{name}: no such file or folder.")
+        return [{"hub": name}], None
+    if len(local) != len(sources):
+        missing = next(s for s in sources if not Path(s).expanduser().exists())
+        raise FileNotFoundError(f"{missing}: no such file or folder.")
+    files = expand_paths(sources)
+    return [{"path": str(f.resolve()), "size": f.stat().st_size, "mtime": f.stat().st_mtime_ns} for f in files], files
+
+
+def iter_documents(sources: Sequence[str | Path], text_column: str = "text", split: str = "train") -> Iterator[str]:
+    """Documents in order: each plain-text file whole, or each record's `text_column` (JSONL/CSV/Parquet/hub).
+
+    Files are found and the column checked now, so bad input fails before any work starts.
+    """
+    from .readers import load_records, require_column
+
+    _, files = _describe_sources(sources)
+    if files is not None and all(f.suffix.lower() in _TEXT_SUFFIXES for f in files):
+        return (f.read_text(encoding="utf-8", errors="replace") for f in files)
+    ds = load_records(list(sources), split=split)
+    require_column(ds, text_column, sources[0] if len(sources) == 1 else "the data")
+    texts = ds[text_column] if len(ds) < 1_000_000 else (r[text_column] for r in ds)
+    return (str(t) for t in texts if t is not None)
+
+
+def split_pieces(text: str, piece_chars: int = PIECE_CHARS) -> list[str]:
+    """Cut `text` into pieces of about `piece_chars`, each (but the last) ending in a whitespace run with a newline.
+
+    Cutting only inside whitespace that holds a line break means no word is split, and encoding the pieces one by
+    one and joining them with the newline token gives exactly the ids of encoding the whole text.
+    """
+    pieces, start, n = [], 0, len(text)
+    while start < n:
+        if n - start <= piece_chars:
+            pieces.append(text[start:])
+            break
+        j = text.find("\n", start + piece_chars)
+        if j < 0:
+            pieces.append(text[start:])
+            break
+        end = _TRAILING_WS.match(text, j).end()
+        pieces.append(text[start:end])
+        start = end
+    return [p for p in pieces if p.strip()] or ([text] if text.strip() else [])
+
+
+# ---- prepare --------------------------------------------------------------------------------------------------
+def prepare_corpus(
+    sources: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    tokenizer,
+    *,
+    text_column: str = "text",
+    val_fraction: float = 0.005,
+    num_proc: int = 1,
+    seed: int = 1234,
+    split: str = "train",
+    progress: bool = True,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Tokenize `sources` into `out_dir/{train,val}.bin` + `meta.json` (+ the tokenizer, with `<|endoftext|>` added).
+
+    Pieces of text (whole short documents, ~64 KB stretches of long ones) go to validation with probability
+    `val_fraction`, at least one when there are two or more. Returns the meta dict; if `out_dir` already holds shards
+    made from the same files (same sizes and mtimes), tokenizer and settings, they are reused unless `force`.
+    """
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    if not sources:
+        raise ValueError("No data given: name at least one file, folder or dataset.")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction!r} is out of range; use a fraction in [0, 1), e.g. 0.005.")
+    if num_proc < 1:
+        raise ValueError(f"num_proc={num_proc!r} is invalid; use 1 or more worker processes.")
+    tokenizer = _as_tokenizer(tokenizer)
+    (eot_id,) = tokenizer.add_special_tokens([EOT_TOKEN])
+    dtype = "uint16" if len(tokenizer) <= 1 << 16 else "uint32"
+    described, _ = _describe_sources(sources)
+    out = Path(out_dir)
+    settings = {"tokenizer_fingerprint": tokenizer.fingerprint(), "text_column": text_column, "split": split,
+                "val_fraction": val_fraction, "seed": seed, "sources": described}  # fmt: skip
+    existing = read_meta(out) if (out / META_FILE).exists() else None
+    if existing is not None and not force and all(existing.get(k) == v for k, v in settings.items()):
+        if _shards_intact(out, existing):
+            if progress:
+                print(f"reusing token shards in {out} ({existing['train_tokens']:,} train tokens)", flush=True)
+            return existing
+
+    out.mkdir(parents=True, exist_ok=True)
+    newline = _newline_ids(tokenizer)
+    rng = np.random.default_rng(seed)
+    counts = {"train": 0, "val": 0}
+    n_docs = n_pieces = 0
+    tmp = {s: out / f"{s}.bin.tmp" for s in ("train", "val")}
+    t0 = time.time()
+    documents = iter_documents(sources, text_column, split)
+    with tmp["train"].open("wb") as f_train, tmp["val"].open("wb") as f_val:
+        files = {"train": f_train, "val": f_val}
+        for group in _piece_groups(documents):
+            ids_list = tokenizer.encode_batch([p for _, p, _ in group], num_proc=num_proc, progress=progress)
+            # Assign each piece to a split; a piece ends with <|endoftext|> where its document ends or where the
+            # next piece of the document goes to the other split, and with a newline where the text simply goes on.
+            splits = ["val" if r < val_fraction else "train" for r in rng.random(len(group))]
+            for i, ((doc_last, _, _), ids) in enumerate(zip(group, ids_list)):
+                n_pieces += 1
+                n_docs += doc_last
+                same_next = not doc_last and splits[i + 1] == splits[i]  # groups end at document ends
+                tail = newline if same_next else [eot_id]
+                arr = np.asarray(ids + tail, dtype=dtype)
+                files[splits[i]].write(arr.tobytes())
+                counts[splits[i]] += len(arr)
+    if counts["train"] + counts["val"] == 0:
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+        raise ValueError(f"{sources[0]}: the corpus holds no text (0 tokens); give files with some text in them.")
+    if counts["val"] == 0 and val_fraction > 0 and n_pieces > 1:
+        # No piece was drawn for validation: move the last stretch of the train shard over (whole pieces are gone).
+        _move_tail_to_val(tmp["train"], tmp["val"], counts, dtype, val_fraction)
+    for s in ("train", "val"):
+        os.replace(tmp[s], out / f"{s}.bin")
+    tokenizer.save_pretrained(out)
+    meta = {"format": FORMAT, "dtype": dtype, "train_tokens": counts["train"], "val_tokens": counts["val"],
+            "documents": n_docs, "pieces": n_pieces, "eot_token": EOT_TOKEN, "eot_id": eot_id,
+            "vocab_size": len(tokenizer), "seconds": round(time.time() - t0, 2), **settings}  # fmt: skip
+    _write_json(out / META_FILE, meta)  # written last: shards without a meta.json are never reused
+    if progress:
+        print(f"wrote {out}: {counts['train']:,} train + {counts['val']:,} val tokens from {n_docs:,} documents "
+              f"in {meta['seconds']:.1f}s", flush=True)  # fmt: skip
+    return meta
+
+
+def _piece_groups(docs: Iterator[str]) -> Iterator[list[tuple[bool, str, int]]]:
+    """(is the document's last piece, piece text, document index), in groups of about GROUP_CHARS of text.
+
+    A group only ends at a document end, so the newline/end-token logic never has to look across groups.
+    """
+    group: list[tuple[bool, str, int]] = []
+    size = 0
+    for d, doc in enumerate(docs):
+        pieces = split_pieces(doc)
+        for k, piece in enumerate(pieces):
+            group.append((k == len(pieces) - 1, piece, d))
+            size += len(piece)
+        if size >= GROUP_CHARS:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def _move_tail_to_val(train_path: Path, val_path: Path, counts: dict, dtype: str, fraction: float) -> None:
+    data = np.fromfile(train_path, dtype=dtype)
+    k = max(1, int(len(data) * fraction))
+    data[-k:].tofile(val_path)
+    data[:-k].tofile(train_path)
+    counts["train"], counts["val"] = len(data) - k, k
+
+
+def _newline_ids(tokenizer) -> list[int]:
+    """The ids a line break between two words becomes (GPT-1: the single token "\\n</w>")."""
+    a, b, ab = tokenizer.encode("a"), tokenizer.encode("b"), tokenizer.encode("a\nb")
+    return ab[len(a) : len(ab) - len(b)]
+
+
+def _as_tokenizer(tokenizer):
+    if isinstance(tokenizer, (str, Path)):
+        from ..tokenizer import Tokenizer
+
+        return Tokenizer.from_pretrained(tokenizer)
+    return tokenizer
+
+
+def read_meta(corpus_dir: str | Path) -> dict[str, Any]:
+    """The `meta.json` of a prepared corpus dir, with a clear error if it is missing or not ours."""
+    path = Path(corpus_dir) / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{corpus_dir}: not a prepared corpus (no {META_FILE}); run `gpt1 prepare` first.")
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable ({e}); delete the folder and prepare again.") from e
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}; prepare the corpus again.")
+    return meta
+
+
+def is_prepared_corpus(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / META_FILE).exists() and (p / "train.bin").exists()
+
+
+def _shards_intact(out: Path, meta: dict) -> bool:
+    size = np.dtype(meta["dtype"]).itemsize
+    return all((out / f"{s}.bin").exists() and (out / f"{s}.bin").stat().st_size == meta[f"{s}_tokens"] * size
+               for s in ("train", "val"))  # fmt: skip
+
+
+def load_tokens(corpus_dir: str | Path, split: str = "train") -> np.memmap:
+    """The `split` shard of a prepared corpus as a read-only memmap (no copy in memory)."""
+    meta = read_meta(corpus_dir)
+    path = Path(corpus_dir) / f"{split}.bin"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; prepare the corpus again.")
+    if meta[f"{split}_tokens"] == 0:
+        return np.zeros(0, dtype=meta["dtype"])  # np.memmap refuses empty files
+    return np.memmap(path, dtype=meta["dtype"], mode="r")
+
+
+# ---- sampling blocks -----------------------------------------------------------------------------------------------
+class BlockSampler:
+    """Random contiguous `block_size`-token blocks from a token array: a `BatchSource` whose state is one integer.
+
+    Each epoch picks a random phase in [0, block_size) and a random order of the non-overlapping blocks that start
+    there, so one epoch covers the whole corpus but at most 2·block_size tokens, and block boundaries move between
+    epochs. Global sample g of the run is block `perm_e[g mod n]` of epoch `e = g div n`; process `rank` of
+    `world_size` takes samples (k·world_size + rank)·batch_size + i for its k-th micro-batch, so any split of the
+    same global batch over processes and accumulation steps trains on the same blocks.
+    """
+
+    def __init__(
+        self,
+        tokens: np.ndarray | str | Path,
+        block_size: int,
+        batch_size: int,
+        *,
+        seed: int = 1234,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+    ) -> None:
+        if isinstance(tokens, (str, Path)):
+            tokens = load_tokens(tokens, "train")
+        if block_size < 2 or batch_size < 1:
+            raise ValueError(f"block_size={block_size} must be >= 2 and batch_size={batch_size} >= 1.")
+        n = len(tokens)
+        if n < block_size:
+            raise ValueError(
+                f"The corpus holds {n:,} tokens, fewer than one block of {block_size} (n_positions); "
+                "give more text or use a model with a shorter context."
+            )
+        from ..train import dist_env
+
+        env_rank, env_world, _ = dist_env()
+        self.rank = env_rank if rank is None else rank
+        self.world_size = env_world if world_size is None else world_size
+        self.tokens = tokens
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.max_phase = min(block_size - 1, n - block_size)
+        self.n_blocks = (n - self.max_phase) // block_size
+        self.steps_per_epoch = max(1, self.n_blocks // (self.world_size * batch_size))
+        self.micro_batches = 0  # this process's micro-batches drawn so far
+        self._epoch: Optional[int] = None
+        self._phase, self._perm = 0, np.arange(0)
+
+    def _epoch_order(self, epoch: int) -> tuple[int, np.ndarray]:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._phase = int(rng.integers(0, self.max_phase + 1))
+            self._perm = rng.permutation(self.n_blocks)
+            self._epoch = epoch
+        return self._phase, self._perm
+
+    def block_offsets(self, micro_batch: int) -> list[int]:
+        """Token offsets of this process's `micro_batch`-th micro-batch."""
+        first = (micro_batch * self.world_size + self.rank) * self.batch_size
+        offsets = []
+        for g in range(first, first + self.batch_size):
+            epoch, j = divmod(g, self.n_blocks)
+            phase, perm = self._epoch_order(epoch)
+            offsets.append(phase + int(perm[j]) * self.block_size)
+        return offsets
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        offsets = self.block_offsets(self.micro_batches)
+        self.micro_batches += 1
+        x = torch.from_numpy(np.stack([self.tokens[o : o + self.block_size] for o in offsets]).astype(np.int64))
+        return {"input_ids": x, "labels": x}
+
+    @property
+    def epoch(self) -> float:
+        return self.micro_batches * self.world_size * self.batch_size / self.n_blocks
+
+    def state_dict(self) -> dict:
+        # Samples drawn by all processes together: valid for every rank, and for a resume on another world size.
+        return {"samples": self.micro_batches * self.world_size * self.batch_size, "seed": self.seed,
+                "block_size": self.block_size, "n_tokens": int(len(self.tokens))}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("block_size", self.block_size) != self.block_size or state.get("n_tokens", len(self.tokens)) != len(self.tokens):
+            raise ValueError(
+                f"The checkpoint's data position is for blocks of {state.get('block_size')} tokens over "
+                f"{state.get('n_tokens')} tokens, but this corpus gives blocks of {self.block_size} over "
+                f"{len(self.tokens)}; resume with the same corpus and model context."
+            )
+        self.seed = int(state.get("seed", self.seed))
+        self._epoch = None
+        per_micro = self.world_size * self.batch_size
+        self.micro_batches = -(-int(state["samples"]) // per_micro)  # round up: never repeat a block
+
+
+def val_batches(tokens: np.ndarray, block_size: int, batch_size: int, max_blocks: Optional[int] = None) -> list[dict]:
+    """Evaluation batches: non-overlapping blocks over the whole `tokens` (evenly spaced when capped at `max_blocks`).
+
+    A validation shard shorter than one block is evaluated as a single shorter block.
+    """
+    n = len(tokens)
+    if n < 2:
+        return []
+    if n < block_size:
+        x = torch.from_numpy(np.asarray(tokens[:n], dtype=np.int64))[None]
+        return [{"input_ids": x, "labels": x}]
+    starts = np.arange(0, n - block_size + 1, block_size)
+    if max_blocks is not None and len(starts) > max_blocks:
+        starts = starts[np.linspace(0, len(starts) - 1, max_blocks).round().astype(int)]
+    out = []
+    for i in range(0, len(starts), batch_size):
+        x = torch.from_numpy(np.stack([tokens[s : s + block_size] for s in starts[i : i + batch_size]]).astype(np.int64))
+        out.append({"input_ids": x, "labels": x})
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
