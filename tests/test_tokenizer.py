@@ -228,11 +228,20 @@ def test_saved_files_load_in_hf_with_the_same_ids(toy, tmp_path):
 
 
 def test_openai_and_hf_layouts_load_alike(tok, vocab_dir, tmp_path):
-    tok.save_pretrained(tmp_path)
-    assert not (tmp_path / "added_tokens.json").exists()
-    back = Tokenizer.from_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path / "plain")
+    assert not (tmp_path / "plain" / "added_tokens.json").exists()
+    back = Tokenizer.from_pretrained(tmp_path / "plain")
     assert back.encoder == tok.encoder and back.merges == tok.merges and back.fingerprint() == tok.fingerprint()
-    assert json.loads((tmp_path / "vocab.json").read_text(encoding="utf-8"))["\n</w>"] == 40477
+    assert json.loads((tmp_path / "plain" / "vocab.json").read_text(encoding="utf-8"))["\n</w>"] == 40477
+    with_specials = Tokenizer.from_pretrained(vocab_dir)
+    assert with_specials.add_special_tokens(["_start_", "_delimiter_", "_classify_"]) == [40478, 40479, 40480]
+    with_specials.save_pretrained(tmp_path / "special")
+    assert Tokenizer.from_pretrained(tmp_path / "special").special_tokens == with_specials.special_tokens
+    transformers = pytest.importorskip("transformers", reason="transformers (the reference) is not installed")
+    ref = transformers.OpenAIGPTTokenizer.from_pretrained(tmp_path / "special")
+    assert len(ref) == 40481 and ref.convert_tokens_to_ids(["_start_", "_classify_"]) == [40478, 40480]
+    texts = [t for t in TRICKY if "_start_" not in t]  # HF would turn a literal "_start_" into the special id
+    assert [ref.encode(t) for t in texts] == [tok.encode(t) for t in texts]
 
 
 def test_from_pretrained_errors(tmp_path, monkeypatch):
@@ -270,6 +279,14 @@ def test_encode_batch_and_pickle(toy):
         toy.encode_batch(texts, num_proc=0)
     with pytest.raises(TypeError, match="str"):
         toy.encode(b"bytes")
+
+
+def test_cache_reset_keeps_ids(toy, monkeypatch):
+    texts = ["the cat", "the dog!", "a b c d e", "the cat"]
+    expected = [toy.encode(t) for t in texts]
+    monkeypatch.setattr("gpt1.tokenizer._MAX_CACHE", 2)
+    fresh = Tokenizer(toy.encoder, toy.merges)
+    assert [fresh.encode(t) for t in texts * 2] == expected * 2 and len(fresh._cache) <= 2 + 5
 
 
 def test_bert_mode_matches_hf_fast(vocab_dir):

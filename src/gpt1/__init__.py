@@ -6,12 +6,13 @@ from .model import GPT, GPTOutput, KVCache
 __all__ = ["GPT", "GPT1Config", "GPTOutput", "KVCache", "PRESETS", "Tokenizer", "Trainer", "TrainConfig",
            "prepare_corpus", "BlockSampler", "create_app", "generate", "generate_text", "stream_text", "Decoder",
            "classification_logits", "entailment_logits", "similarity_logits", "multiple_choice_scores", "finetune",
-           "evaluate"]
+           "evaluate", "finetune_lm", "demo", "train_tokenizer"]
 __version__ = "0.1.0"
 
 
 # Training names, imported on first use: `import gpt1` stays light for inference.
 _LAZY = {"Trainer": ".train", "TrainConfig": ".train", "prepare_corpus": ".data.corpus", "BlockSampler": ".data.corpus"}  # fmt: skip
+_LAZY.update(finetune_lm=".finetune_lm", demo=".demo", train_tokenizer=".bpe_training")  # LM fine-tuning, offline demo
 _LAZY["create_app"] = ".serve"  # the HTTP app (FastAPI); `gpt1.serve.serve` runs it
 _LAZY.update(generate=".generation", generate_text=".generation", stream_text=".generation", Decoder=".generation")
 _LAZY.update(classification_logits=".heads", entailment_logits=".heads", similarity_logits=".heads",

@@ -480,7 +480,96 @@ def _cmd_generate(args) -> None:
 
 
 # ---- entry point -----------------------------------------------------------------------------------------
-COMMANDS = ["info", "tokenize", "convert", "prepare", "pretrain", "serve", "finetune", "evaluate", "generate"]
+# ---- finetune-lm ------------------------------------------------------------------------------------
+def _add_finetune_lm(sub) -> None:
+    p = sub.add_parser(
+        "finetune-lm", help="causal-LM fine-tuning on a text column (e.g. jokes as 'JOKE: <joke><|endoftext|>')",
+        description="Fine-tune a causal LM on one text column. The end-of-text token is added as a real vocabulary "
+                    "entry; padding is kept out of the loss and attention; each batch pads only to its own longest "
+                    "example (or --packing fills whole blocks, attention kept inside each example).",
+    )  # fmt: skip
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="weights: hub id (openai-community/openai-gpt), model dir or gpt1 run dir")
+    which.add_argument("--preset", help="random weights of a preset (gpt1, small, mini, tiny); needs --tokenizer or the hub")
+    p.add_argument("--data", required=True, nargs="+", help="CSV/TSV/JSONL/text file(s) or folder, or a `datasets` name")
+    p.add_argument("--text-column", default=None, help="column holding the text (default 'text'), e.g. Joke")
+    p.add_argument("--template", default="JOKE: {text}", help="format of each example (default 'JOKE: {text}')")
+    p.add_argument("--eos", default="<|endoftext|>", help="end-of-text token appended to each example")
+    p.add_argument("--out", required=True, help="the run dir")
+    p.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the model's)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the training data (default 3)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps instead of --epochs")
+    p.add_argument("--batch-size", type=int, default=16, help="examples (or packed blocks) per step (default 16)")
+    p.add_argument("--lr", type=float, default=6.25e-5, help="peak learning rate (default 6.25e-5)")
+    p.add_argument("--warmup-fraction", type=float, default=0.002, help="linear warmup share of training (default 0.002)")
+    p.add_argument("--schedule", choices=["linear", "cosine", "constant"], default="linear")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--val-fraction", type=float, default=0.05, help="share held out for validation (default 0.05)")
+    p.add_argument("--max-val", type=int, default=2000, help="at most this many validation examples (default 2000)")
+    p.add_argument("--packing", action="store_true", help="pack whole examples into full blocks of the context size")
+    p.add_argument("--max-length", type=int, help="cut examples to this many tokens (default: the model's context)")
+    p.add_argument("--sample-prompt", default="JOKE:", help="prompt sampled at each evaluation ('' = none)")
+    p.add_argument("--num-samples", type=int, default=3, help="generations printed per evaluation (default 3)")
+    p.add_argument("--eval-every", type=int, help="steps between evaluations (default: a quarter of the run, at most an epoch)")
+    p.add_argument("--save-every", type=int, help="steps between checkpoints (default: as --eval-every)")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--num-proc", type=int, default=1, help="tokenizer worker processes")
+    p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def _cmd_finetune_lm(args) -> None:
+    from .finetune_lm import finetune_lm
+
+    for name in ("max_steps", "batch_size", "num_proc"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)} is invalid; use 1 or more.")
+    result = finetune_lm(
+        args.data if len(args.data) > 1 else args.data[0], args.out, model=args.model, preset=args.preset,
+        tokenizer=args.tokenizer, text_column=args.text_column, template=args.template, eos=args.eos,
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+        warmup_fraction=args.warmup_fraction, schedule=args.schedule, weight_decay=args.weight_decay,
+        val_fraction=args.val_fraction, max_val=args.max_val, packing=args.packing, max_length=args.max_length,
+        sample_prompt=args.sample_prompt or None, num_samples=args.num_samples, eval_every=args.eval_every,
+        save_every=args.save_every, log_every=args.log_every, seed=args.seed, precision=args.precision,
+        device=args.device, compile=args.compile, num_proc=args.num_proc, resume=args.resume, progress=args.progress,
+    )  # fmt: skip
+    val = f", val_loss {result['val_loss']:.4f}" if result.get("val_loss") is not None else ""
+    print(f"{'interrupted' if result['interrupted'] else 'done'}: step {result['step']}{val}; run dir {result['run_dir']} "
+          f"(eos id {result['eos_token_id']})")  # fmt: skip
+    if result["interrupted"]:
+        print(f"resume with: gpt1 finetune-lm ... --out {result['run_dir']} --resume auto", file=sys.stderr)
+        raise KeyboardInterrupt
+
+
+# ---- demo -------------------------------------------------------------------------------------------
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="offline: train a small GPT-1 on pyjokes' jokes and print new jokes (minutes, CPU)")
+    p.add_argument("--out", default="runs/demo", help="the run dir (default runs/demo)")
+    p.add_argument("--model", help="fine-tune these weights instead (e.g. openai-community/openai-gpt; online)")
+    p.add_argument("--quick", action="store_true", help="a CI-sized run (seconds): tiny model, 30 steps")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 300, --quick 30)")
+    p.add_argument("--num-jokes", type=int, default=8, help="jokes generated at the end (default 8)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 from scratch, 6.25e-5 with --model)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
+
+
+def _cmd_demo(args) -> None:
+    from .demo import demo
+
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps {args.steps} is invalid; use 1 or more.")
+    demo(args.out, model=args.model, quick=args.quick, steps=args.steps, num_jokes=args.num_jokes, lr=args.lr,
+         seed=args.seed, resume=args.resume)  # fmt: skip
+
+
+COMMANDS = ["info", "tokenize", "convert", "prepare", "pretrain", "serve", "finetune", "evaluate", "generate",
+            "finetune-lm", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

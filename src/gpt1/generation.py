@@ -459,7 +459,7 @@ def _beam_search(model: "GPT", ids: torch.Tensor, mask: torch.Tensor, s: _Settin
         # Candidates among the top K that stopped join the finished hypotheses if they beat the worst kept one.
         just = hits & top_num_beam_mask[None, :]
         norm = top_lp / ((cur + 1 - T0) ** lp)
-        norm = norm + (finished.all(-1, keepdim=True) & False).float() * -1e9  # early_stopping=False, as HF's default
+        # (HF's early_stopping=True would also close full batches here; we keep its default, False.)
         norm = norm + (~improvable).float() * -1e9
         norm = norm + (~just).float() * -1e9
         merged_idx = torch.topk(torch.cat([beam_scores, norm], 1), K)[1]

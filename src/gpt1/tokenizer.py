@@ -33,7 +33,7 @@ ADDED_FILE = "added_tokens.json"
 CONFIG_FILE = "tokenizer_config.json"
 MODES = ("original", "bert")
 _FINGERPRINT_VERSION = 1  # bump when the pipeline's rules change, so stored token shards are invalidated
-_MAX_CACHE = 1 << 20  # distinct tokens; the cache is cleared when full to bound memory on huge corpora
+_MAX_CACHE = 1 << 20  # distinct tokens kept before the caches are dropped
 
 # ftfy.fix_text is the identity on tab, newline and printable ASCII except "&" (HTML entities); see the tests.
 _NEEDS_FTFY = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
@@ -176,8 +176,9 @@ class Tokenizer:
         """Token ids of `text`; only base-vocabulary ids, never an added special token (callers insert those by id)."""
         if self.mode == "bert":
             return self._rust_tokenizer().encode(text, add_special_tokens=False).ids
-        if len(self._cache) > _MAX_CACHE:
+        if len(self._cache) > _MAX_CACHE:  # bound memory on big corpora: also drop spaCy, whose strings only grow
             self._cache.clear()
+            self._spacy = None
         cache, ids = self._cache, []
         for doc in self._docs(text):
             if doc is None:
