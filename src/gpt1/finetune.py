@@ -102,6 +102,7 @@ def finetune(
     if max_train is not None and max_train < len(train_ex):
         train_ex = [train_ex[i] for i in np.sort(rng.choice(len(train_ex), max_train, replace=False))]
     if max_val is not None and max_val < len(val_ex):
+        val_source = f"a seeded sample of {max_val} of the {val_source}"
         val_ex = [val_ex[i] for i in np.sort(rng.choice(len(val_ex), max_val, replace=False))]
 
     net, tok = _load_model_and_tokenizer(model, preset, tokenizer, model_overrides)
