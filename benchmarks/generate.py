@@ -43,13 +43,15 @@ def timed(fn, device: str, repeats: int = 1) -> float:
 
 
 def copy_bandwidth(device: str, gib: float = 1.0) -> float:
-    """Bytes moved per second (read + write) copying a ~1 GiB tensor: the memory speed decoding is bound by.
+    """Bytes copied per second for a ~1 GiB tensor (memcpy's rate; the bus carries twice this, read + write).
+
+    Decoding one token reads every weight once, so weight bytes / this rate is its memory-bandwidth bound.
 
     The destination is allocated and touched once beforehand, so page faults are not timed (a bare clone would)."""
     x = torch.empty(int(gib * 2**30) // 4, dtype=torch.float32, device=device).fill_(1.0)
     y = torch.empty_like(x).fill_(0.0)
     t = timed(lambda: y.copy_(x), device, repeats=3)
-    return 2 * x.numel() * 4 / t
+    return x.numel() * 4 / t
 
 
 def weight_bytes_per_token(model: GPT) -> int:
@@ -120,7 +122,7 @@ def main() -> None:
           f"{transformers.__version__}; preset {args.preset} ({ours.num_parameters() / 1e6:.1f}M), random weights, "
           f"7-token prompt")  # fmt: skip
     bw = copy_bandwidth(dev)
-    print(f"\nmemory copy bandwidth (read+write): {bw / 1e9:.1f} GB/s")
+    print(f"\nmemory copy bandwidth: {bw / 1e9:.1f} GB/s copied ({2 * bw / 1e9:.1f} GB/s of read + write traffic)")
     for name, m in variants.items():
         wb = weight_bytes_per_token(m)
         print(f"  {name}: {wb / 1e6:.0f} MB of weights per token -> bound {wb / bw * 1e3:.1f} ms/token "
@@ -157,13 +159,14 @@ def main() -> None:
 
     # ---- latency ------------------------------------------------------------------------------------------------
     print("\nper-token latency at a given context (ms): ours = one KV-cache step, HF = one full re-run")
-    print(f"{'context':>7} {'HF fp32':>9} " + " ".join(f"{n:>13} {'x HF':>6}" for n in variants))
+    print(f"{'context':>7} {'HF fp32':>9} " + " ".join(f"{n:>13} {'x HF':>6} {'/bound':>6}" for n in variants))
     for ctx in [c for c in (16, 256, 500) if c + 8 <= cfg.n_positions]:
         ref = hf_step_latency(hf, ctx, dev)
         row = f"{ctx:>7} {ref * 1e3:>9.1f} "
         for name, m in variants.items():
             lat = decode_latency(m, ctx, dev)
-            row += f"{lat * 1e3:>13.2f} {ref / lat:>5.1f}x "
+            bound = weight_bytes_per_token(m) / bw
+            row += f"{lat * 1e3:>13.2f} {ref / lat:>5.1f}x {lat / bound:>5.2f}x "
         print(row)
 
     # ---- bf16 quality -------------------------------------------------------------------------------------------
