@@ -67,3 +67,8 @@ def test_hub_id_resolves_from_local_cache_offline(tmp_path):
     assert "n_layer     2" in r.stdout
     r = run_cli("info", "someone/not-cached", env=env)
     assert r.returncode == 2 and "not in the local cache" in r.stderr
+
+
+def test_float16_is_refused_on_cpu(vocab_dir):
+    r = run_cli("generate", "--model", "preset:tiny", "--tokenizer", str(vocab_dir), "--prompt", "hi", "--dtype", "float16")
+    assert r.returncode == 2 and "slower than float32 on a CPU" in r.stderr and "Traceback" not in r.stderr

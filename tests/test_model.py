@@ -119,3 +119,23 @@ def test_bad_config_values_are_named():
         GPT1Config(afn="tanh")
     with pytest.raises(ValueError, match="Unknown preset 'huge'"):
         GPT1Config.from_preset("huge")
+
+
+def test_training_loss_without_logits_equals_the_full_loss():
+    """`return_logits=False` (the Trainer's path) chunks the LM head; same loss and gradients, no logits kept."""
+    from gpt1.model import chunked_lm_loss, lm_loss
+
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 50, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(70, 16, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 70, (3, 50))
+    labels[1, :20] = -100
+    full = lm_loss(hidden @ weight.t(), labels)
+    chunked = chunked_lm_loss(hidden, weight, labels, chunk=32)  # chunks straddle rows
+    assert torch.allclose(full, chunked, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(full, (hidden, weight)), torch.autograd.grad(chunked, (hidden, weight))):
+        assert torch.allclose(a, b, atol=1e-12)
+    model = GPT(GPT1Config.from_preset("tiny")).eval()
+    ids = torch.randint(0, 40478, (2, 40))
+    out = model(ids, labels=ids, return_logits=False)
+    assert out.logits is None and abs(out.loss.item() - model(ids, labels=ids).loss.item()) < 1e-5

@@ -28,7 +28,8 @@ def load_tokenizer_for(model_or_path: str | None, tokenizer: str | None = None):
     return Tokenizer.from_pretrained(tokenizer or model_or_path or DEFAULT_TOKENIZER)
 
 
-def parse_dtype(name: str | None):
+def parse_dtype(name: str | None, device: str | None = None):
+    """The torch dtype for --dtype; float16 is refused on a CPU, where it runs 30-60x slower than float32."""
     import torch
 
     if name in (None, "auto"):
@@ -36,8 +37,19 @@ def parse_dtype(name: str | None):
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
     if name not in table:
-        raise UserError(f"--dtype {name!r} is not supported; use float32, bfloat16 or float16.")
+        raise UserError(f"--dtype {name!r} is not supported; use float32, bfloat16 or float16 (GPU only).")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if table[name] == torch.float16 and not str(device).startswith("cuda"):
+        raise UserError("--dtype float16 is 30-60x slower than float32 on a CPU; use float32 or bfloat16 there.")
     return table[name]
+
+
+def report_run(verb: str, result: dict, summary: str) -> None:
+    """Print a training verb's one-line outcome; after Ctrl-C, say how to resume and exit as interrupted."""
+    print(f"{'interrupted' if result['interrupted'] else 'done'}: {summary}")
+    if result["interrupted"]:
+        print(f"resume with: gpt1 {verb} ... --out {result['run_dir']} --resume auto", file=sys.stderr)
+        raise KeyboardInterrupt
 
 
 # ---- info ---------------------------------------------------------------------------------------------
@@ -205,10 +217,7 @@ def _cmd_pretrain(args) -> None:
     for key, fmt in (("loss", ".4f"), ("val_loss", ".4f"), ("val_ppl", ".2f"), ("tokens_per_s", ",.0f")):
         if result.get(key) is not None:
             parts.append(f"{key} {result[key]:{fmt}}")
-    print(f"{'interrupted' if result['interrupted'] else 'done'}: {', '.join(parts)}; run dir {result['run_dir']}")
-    if result["interrupted"]:
-        print(f"resume with: gpt1 pretrain ... --out {result['run_dir']} --resume auto", file=sys.stderr)
-        raise KeyboardInterrupt
+    report_run("pretrain", result, f"{', '.join(parts)}; run dir {result['run_dir']}")
 
 
 def _launch_torchrun(settings: dict, devices: int) -> None:
@@ -261,7 +270,7 @@ def _cmd_serve(args) -> None:
     from .serve import serve
 
     serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_queue=args.max_queue,
-          tokenizer=args.tokenizer, dtype=parse_dtype(args.dtype), device=args.device, name=args.name)  # fmt: skip
+          tokenizer=args.tokenizer, dtype=parse_dtype(args.dtype, args.device), device=args.device, name=args.name)  # fmt: skip
 
 
 # ---- finetune -----------------------------------------------------------------------------------------
@@ -349,11 +358,7 @@ def _cmd_finetune(args) -> None:
     main = result["main_metric"]
     last = f"{main} {result[main]:.4f}" if result.get(main) is not None else ""
     best = f", best {main} {result['best']:.4f} (in {result['run_dir']}/best)" if result.get("best") is not None else ""
-    print(f"{'interrupted' if result['interrupted'] else 'done'}: step {result['step']}, {last}{best}; "
-          f"validation: {result['validation']}")  # fmt: skip
-    if result["interrupted"]:
-        print(f"resume with: gpt1 finetune ... --out {result['run_dir']} --resume auto", file=sys.stderr)
-        raise KeyboardInterrupt
+    report_run("finetune", result, f"step {result['step']}, {last}{best}; validation: {result['validation']}")
 
 
 # ---- evaluate -----------------------------------------------------------------------------------------
@@ -444,7 +449,7 @@ def _cmd_generate(args) -> None:
             raise UserError(f"{args.prompt_file}: no prompts (the file has no non-empty line).")
     else:
         prompts = args.prompt
-    dtype = parse_dtype(args.dtype)
+    dtype = parse_dtype(args.dtype, args.device or "cpu")
     preset = args.model.startswith("preset:")
     if preset:
         if args.tokenizer is None:
@@ -539,11 +544,7 @@ def _cmd_finetune_lm(args) -> None:
         device=args.device, compile=args.compile, num_proc=args.num_proc, resume=args.resume, progress=args.progress,
     )  # fmt: skip
     val = f", val_loss {result['val_loss']:.4f}" if result.get("val_loss") is not None else ""
-    print(f"{'interrupted' if result['interrupted'] else 'done'}: step {result['step']}{val}; run dir {result['run_dir']} "
-          f"(eos id {result['eos_token_id']})")  # fmt: skip
-    if result["interrupted"]:
-        print(f"resume with: gpt1 finetune-lm ... --out {result['run_dir']} --resume auto", file=sys.stderr)
-        raise KeyboardInterrupt
+    report_run("finetune-lm", result, f"step {result['step']}{val}; run dir {result['run_dir']} (eos id {result['eos_token_id']})")
 
 
 # ---- demo -------------------------------------------------------------------------------------------
@@ -568,8 +569,9 @@ def _cmd_demo(args) -> None:
          seed=args.seed, resume=args.resume)  # fmt: skip
 
 
-COMMANDS = ["info", "tokenize", "convert", "prepare", "pretrain", "serve", "finetune", "evaluate", "generate",
-            "finetune-lm", "demo"]
+# In the order `gpt1 --help` lists them: the first minute's commands, then the paper's two stages, then serving.
+COMMANDS = ["demo", "generate", "info", "tokenize", "convert", "prepare", "pretrain", "finetune-lm", "finetune",
+            "evaluate", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .attention_dropout import causal_attention_dropout
 from .config import GPT1Config
 
 
@@ -95,11 +96,15 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.append(layer, k, v)
-        # is_causal aligns the triangle top-left, which is only right when there is no past.
-        is_causal = attn_mask is None and past == 0 and T > 1
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_pdrop if self.training else 0.0, is_causal=is_causal
-        )
+        if self.training and self.attn_pdrop > 0 and x.device.type == "cpu" and cache is None:
+            # CPU SDPA has no fused kernel with dropout; this keeps training memory and time down (see module).
+            y = causal_attention_dropout(q, k, v, self.attn_pdrop, attn_mask)
+        else:
+            # is_causal aligns the triangle top-left, which is only right when there is no past.
+            is_causal = attn_mask is None and past == 0 and T > 1
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_pdrop if self.training else 0.0, is_causal=is_causal
+            )
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -205,6 +210,7 @@ class GPT(nn.Module):
         position_ids: Optional[torch.Tensor] = None,
         cache: Optional[KVCache] = None,
         logits_to_keep: int = 0,
+        return_logits: bool = True,
     ) -> GPTOutput:
         """Run the network on `input_ids` (B, T).
 
@@ -213,6 +219,7 @@ class GPT(nn.Module):
         position_ids: (B, T); default `past + arange(T)` (generation with left padding passes per-row positions).
         cache: a `KVCache` to read past keys from and append this call's keys to.
         logits_to_keep: if > 0, compute logits only for the last that many positions (decoding needs one).
+        return_logits: False (training) computes the loss chunk by chunk without keeping the (B, T, vocab) logits.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, seq_len); got {tuple(input_ids.shape)}.")
@@ -236,6 +243,8 @@ class GPT(nn.Module):
             cache.length = past + T
 
         hidden = x
+        if labels is not None and not return_logits:
+            return GPTOutput(loss=chunked_lm_loss(x, self.lm_head.weight, labels), hidden_states=hidden, cache=cache)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = self.lm_head(x)
@@ -300,3 +309,22 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
     shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
     return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+
+
+def _summed_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(F.linear(hidden, weight).float(), labels, ignore_index=-100, reduction="sum")
+
+
+def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """`lm_loss` of `hidden @ weight.T` without ever holding all the logits: chunks of `chunk` positions, each
+    recomputed in the backward pass (activation checkpointing). At 4 x 512 tokens and GPT-1's 40478-token vocabulary
+    the full logits, their float32 copy, log-softmax and gradient take about 1 GB; this keeps one chunk's worth."""
+    from torch.utils.checkpoint import checkpoint
+
+    h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+    y = labels[:, 1:].reshape(-1).to(h.device)
+    total = sum(
+        checkpoint(_summed_cross_entropy, h[s : s + chunk], weight, y[s : s + chunk], use_reentrant=False)
+        for s in range(0, h.shape[0], chunk)
+    )
+    return total / (y != -100).sum()

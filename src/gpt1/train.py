@@ -185,7 +185,7 @@ def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dt
 def lm_loss_fn(model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
     """Default loss: mean next-token cross-entropy on `labels` (or `input_ids`), and the number of predicted tokens."""
     labels = batch.get("labels", batch["input_ids"])
-    out = model(batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=labels)
+    out = model(batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=labels, return_logits=False)
     return out.loss, int((labels[:, 1:] != -100).sum())
 
 

@@ -121,7 +121,48 @@ def eval_batches(examples: Sequence[Sequence[int]], batch_size: int, pad_id: int
         yield pad_batch([examples[i] for i in order[s : s + batch_size]], pad_id)
 
 
-class DynamicPaddingSource:
+class EpochPlanSource:
+    """A restartable `BatchSource` walking a per-epoch plan of batches; subclasses give `epoch_batches` and `collate`.
+
+    The plan of an epoch is a pure function of (seed, epoch), so the state is just (epoch, position).
+    """
+
+    epoch: int = 0
+    position: int = 0
+    _plan: Optional[list] = None
+
+    def _set_examples(self, examples: Sequence[Sequence[int]], batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"--batch-size {batch_size} is invalid; use 1 or more.")
+        if not examples:
+            raise ValueError("No training examples: the data is empty after the validation split.")
+        self.examples = [list(e) for e in examples]
+
+    def epoch_batches(self, epoch: int) -> list:
+        raise NotImplementedError
+
+    def collate(self, item) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        if self._plan is None:
+            self._plan = self.epoch_batches(self.epoch)
+        if self.position >= len(self._plan):
+            self.epoch, self.position = self.epoch + 1, 0
+            self._plan = self.epoch_batches(self.epoch)
+        item = self._plan[self.position]
+        self.position += 1
+        return self.collate(item)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._plan = None
+
+
+class DynamicPaddingSource(EpochPlanSource):
     """Shuffled batches of `batch_size` examples, each padded only to its own longest example; endless, epoch by epoch."""
 
     def __init__(
@@ -134,11 +175,7 @@ class DynamicPaddingSource:
         pad_id: int = 0,
         drop_last: bool = False,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"--batch-size {batch_size} is invalid; use 1 or more.")
-        if not examples:
-            raise ValueError("No training examples: the data is empty after the validation split.")
-        self.examples = [list(e) for e in examples]
+        self._set_examples(examples, batch_size)
         self.batch_size, self.seed, self.bucket, self.pad_id = batch_size, seed, bucket, pad_id
         self.pool_batches = max(1, pool_batches)
         self.drop_last = drop_last and len(self.examples) >= batch_size
@@ -163,22 +200,8 @@ class DynamicPaddingSource:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        if self._plan is None:
-            self._plan = self.epoch_batches(self.epoch)
-        if self.position >= len(self._plan):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._plan = self.epoch_batches(self.epoch)
-        batch = self._plan[self.position]
-        self.position += 1
+    def collate(self, batch: list[int]) -> dict[str, torch.Tensor]:
         return pad_batch([self.examples[i] for i in batch], self.pad_id)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._plan = None
 
 
 class FixedPaddingSource(DynamicPaddingSource):
@@ -188,8 +211,8 @@ class FixedPaddingSource(DynamicPaddingSource):
         super().__init__(examples, batch_size, seed=seed, bucket=False, pad_id=pad_id)
         self.max_len = max(len(e) for e in self.examples)
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        batch = super().next_batch()
+    def collate(self, batch: list[int]) -> dict[str, torch.Tensor]:
+        batch = super().collate(batch)
         extra = self.max_len - batch["input_ids"].shape[1]
         if extra:
             pad = lambda t, v: torch.nn.functional.pad(t, (0, extra), value=v)  # noqa: E731
@@ -243,16 +266,12 @@ def pack_rows(rows: Sequence[Sequence[Sequence[int]]], block_size: int, pad_id: 
             "position_ids": pos}  # fmt: skip
 
 
-class PackedSource:
+class PackedSource(EpochPlanSource):
     """Rows of `block_size` tokens, each filled with whole shuffled examples (see `pack_rows`); endless, by epoch."""
 
     def __init__(self, examples: Sequence[Sequence[int]], batch_size: int, block_size: int, seed: int = 1234,
                  pad_id: int = 0) -> None:  # fmt: skip
-        if batch_size < 1:
-            raise ValueError(f"--batch-size {batch_size} is invalid; use 1 or more.")
-        if not examples:
-            raise ValueError("No training examples: the data is empty after the validation split.")
-        self.examples = [list(e) for e in examples]
+        self._set_examples(examples, batch_size)
         self.batch_size, self.block_size, self.seed, self.pad_id = batch_size, block_size, seed, pad_id
         self.epoch, self.position = 0, 0
         self._plan: Optional[list[list[list[int]]]] = None
@@ -264,19 +283,5 @@ class PackedSource:
         blocks = [[order[j] for j in b] for b in pack_examples([self.examples[i] for i in order], self.block_size)]
         return [blocks[s : s + self.batch_size] for s in range(0, len(blocks), self.batch_size)]
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        if self._plan is None:
-            self._plan = self.epoch_batches(self.epoch)
-        if self.position >= len(self._plan):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._plan = self.epoch_batches(self.epoch)
-        rows = self._plan[self.position]
-        self.position += 1
+    def collate(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         return pack_rows([[self.examples[i] for i in row] for row in rows], self.block_size, self.pad_id)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._plan = None

@@ -4,7 +4,7 @@ Both run in this process on the same random weights and the same ROCStories-shap
 right-padded), in fp32 on CPU (or CUDA if present). Two measurements per model size:
   score: `multiple_choice_scores` vs `OpenAIGPTDoubleHeadsModel(...).mc_logits`, no grad (evaluation);
   train: one forward + backward of task loss + 0.5 * LM loss (the paper's L3) vs DoubleHeads with mc_labels + labels.
-The outputs are checked equal before timing. Usage: python benchmarks/bench_finetune.py [--quick] [--sizes mini,small]
+The outputs are checked equal before timing. Usage: python benchmarks/finetune.py [--quick] [--sizes mini,small]
 """
 
 from __future__ import annotations
