@@ -525,7 +525,7 @@ def generate(
     `stop` strings need `tokenizer`; `truncate_left` drops the oldest prompt tokens instead of refusing a prompt
     that leaves no room for `max_new_tokens` in the context.
     """
-    if num_beams > 1 or num_beams < 1:
+    if num_beams != 1:  # beam search (values below 1 are refused by its settings check)
         s = _settings(
             model.config.vocab_size, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
             top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
