@@ -127,7 +127,9 @@ def test_generation_runs_in_bfloat16(ours):
     model.to(torch.bfloat16)
     dec = Decoder(model, _prompt(5, 4), max_new_tokens=12)
     out = list(dec)
-    assert len(out) == 12 and dec.cache.keys[0].dtype == torch.bfloat16
+    # on a CPU the cache (and the attention over it) is float32: PyTorch's bf16 single-query attention is slow there
+    assert len(out) == 12 and dec.cache.dtype == dec.cache.keys[0].dtype == torch.float32
+    assert dec._logits.dtype == torch.bfloat16  # the rest of the network stays in bf16
     assert dec.process(torch.zeros(1, 1000, dtype=torch.bfloat16)).dtype == torch.float32
 
 

@@ -388,6 +388,20 @@ def test_pretrain_continues_from_weights_and_adds_the_eot_row(tmp_path):
     assert torch.allclose(grown.tokens_embed.weight[:56], old, atol=1e-6)  # lr 1e-9: the old rows are kept
 
 
+def test_pretrain_on_a_prepared_corpus_uses_its_tokenizer(tmp_path, monkeypatch):
+    """`gpt1 prepare` keeps the tokenizer files with the shards; `pretrain --data CORPUS` then needs no --tokenizer
+    (and no network: the default hub tokenizer is never asked for)."""
+    from gpt1.cli import main
+
+    books, tok_dir = _corpus_and_tokenizer(tmp_path)
+    assert main(["prepare", "--data", str(books), "--out", str(tmp_path / "corpus"), "--tokenizer", str(tok_dir)]) == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc = main(["pretrain", "--data", str(tmp_path / "corpus"), "--preset", "tiny", "--out", str(tmp_path / "run"),
+               "--max-steps", "1", "--batch-tokens", "128", "--no-progress"])  # fmt: skip
+    assert rc == 0
+    assert GPT.from_pretrained(tmp_path / "run").config.vocab_size == 57  # the corpus's 56 tokens + <|endoftext|>
+
+
 def test_trainer_learns_a_pattern(tmp_path):
     """A sanity check that the whole loop optimises: a period-12 token pattern is learned far below chance."""
     pattern = np.random.default_rng(0).integers(0, V, 12)

@@ -171,7 +171,7 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 autocast where supported")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--tokenizer", help=f"tokenizer dir or hub id (default: the model's, or {DEFAULT_TOKENIZER})")
+    p.add_argument("--tokenizer", help=f"tokenizer dir or hub id (default: the model's, else a prepared corpus's own, else {DEFAULT_TOKENIZER})")
     p.add_argument("--val-fraction", type=float, help="share of text held out for validation (default 0.005)")
     p.add_argument("--num-proc", type=int, help="tokenizer worker processes (default 1)")
     p.add_argument("--text-column", help="text column of JSONL/CSV/Parquet/hub data (default text)")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .attention_dropout import causal_attention_dropout
 from .config import GPT1Config
+from .lm_loss import lm_loss, shifted_lm_loss
 
 
 def activation(name: str):
@@ -35,11 +36,18 @@ class KVCache:
 
     `length` counts the positions already stored (shared by all rows of the batch); `key_mask` (B, capacity) marks
     which of them are real tokens (False for left padding), so later steps keep ignoring padded keys.
+
+    `dtype` is the model's dtype; the cache (and so the attention over it) is stored in `self.dtype`, which is float32
+    for a bfloat16 model on a CPU: PyTorch's CPU attention kernel for one query over many keys runs 5-8x slower in
+    bf16 than in fp32 (benchmarks/attention_dtype.py), which cost a bf16 decode step up to 40% of its time.
     """
 
     def __init__(self, config: GPT1Config, batch_size: int, capacity: int, device, dtype) -> None:
         if capacity > config.n_positions:
             raise ValueError(f"KV cache capacity {capacity} exceeds the model's context of {config.n_positions} positions.")
+        if dtype == torch.bfloat16 and torch.device(device).type == "cpu":
+            dtype = torch.float32
+        self.dtype = dtype
         shape = (batch_size, config.n_head, capacity, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
@@ -95,6 +103,7 @@ class CausalSelfAttention(nn.Module):
         past = 0
         if cache is not None:
             past = cache.length
+            q = q.to(cache.dtype)
             k, v = cache.append(layer, k, v)
         if self.training and self.attn_pdrop > 0 and x.device.type == "cpu" and cache is None:
             # CPU SDPA has no fused kernel with dropout; this keeps training memory and time down (see module).
@@ -105,7 +114,7 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=self.attn_pdrop if self.training else 0.0, is_causal=is_causal
             )
-        y = y.transpose(1, 2).reshape(B, T, C)
+        y = y.transpose(1, 2).reshape(B, T, C).to(x.dtype)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -219,7 +228,7 @@ class GPT(nn.Module):
         position_ids: (B, T); default `past + arange(T)` (generation with left padding passes per-row positions).
         cache: a `KVCache` to read past keys from and append this call's keys to.
         logits_to_keep: if > 0, compute logits only for the last that many positions (decoding needs one).
-        return_logits: False (training) computes the loss chunk by chunk without keeping the (B, T, vocab) logits.
+        return_logits: False (training) computes the loss without the (B, T, vocab) logits (see `lm_loss.py`).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, seq_len); got {tuple(input_ids.shape)}.")
@@ -236,7 +245,8 @@ class GPT(nn.Module):
             position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
         x = self.drop(self.tokens_embed(input_ids) + self.positions_embed(position_ids))
 
-        attn_mask = self._attention_bias(attention_mask, cache, B, T, past, x.dtype)
+        attn_dtype = cache.dtype if cache is not None else x.dtype  # the dtype attention runs in
+        attn_mask = self._attention_bias(attention_mask, cache, B, T, past, attn_dtype)
         for i, block in enumerate(self.h):
             x = block(x, attn_mask, cache, i)
         if cache is not None:
@@ -244,7 +254,7 @@ class GPT(nn.Module):
 
         hidden = x
         if labels is not None and not return_logits:
-            return GPTOutput(loss=chunked_lm_loss(x, self.lm_head.weight, labels), hidden_states=hidden, cache=cache)
+            return GPTOutput(loss=shifted_lm_loss(x, self.lm_head.weight, labels), hidden_states=hidden, cache=cache)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = self.lm_head(x)
@@ -302,29 +312,3 @@ class GPT(nn.Module):
         from .checkpoint import save_model
 
         save_model(self, out_dir, tokenizer=tokenizer)
-
-
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (labels shifted left by one, -100 ignored), computed in float32."""
-    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
-    return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
-
-
-def _summed_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(F.linear(hidden, weight).float(), labels, ignore_index=-100, reduction="sum")
-
-
-def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """`lm_loss` of `hidden @ weight.T` without ever holding all the logits: chunks of `chunk` positions, each
-    recomputed in the backward pass (activation checkpointing). At 4 x 512 tokens and GPT-1's 40478-token vocabulary
-    the full logits, their float32 copy, log-softmax and gradient take about 1 GB; this keeps one chunk's worth."""
-    from torch.utils.checkpoint import checkpoint
-
-    h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
-    y = labels[:, 1:].reshape(-1).to(h.device)
-    total = sum(
-        checkpoint(_summed_cross_entropy, h[s : s + chunk], weight, y[s : s + chunk], use_reentrant=False)
-        for s in range(0, h.shape[0], chunk)
-    )
-    return total / (y != -100).sum()

@@ -27,7 +27,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "preset": None,  # a GPT1Config preset name, or
     "model": None,  # weights to continue from (dir or hub id)
     "model_overrides": {},  # GPT1Config fields on top of the preset (e.g. {"n_positions": 256, "resid_pdrop": 0.0})
-    "tokenizer": None,  # default: the model's, or GPT-1's for a preset
+    "tokenizer": None,  # default: the model's, else a prepared corpus's own, else GPT-1's
     "batch_tokens": 32768,  # global batch: 64 sequences of 512 tokens, as in the paper
     "micro_batch": None,  # sequences per process per micro-step; default: the largest divisor <= 8
     "max_steps": None,
@@ -180,7 +180,11 @@ def prepare_data(s: dict, tokenizer, rank: int = 0) -> Path:
 def _load_tokenizer(s: dict):
     from .tokenizer import Tokenizer
 
-    name = s["tokenizer"] or s["model"] or DEFAULT_TOKENIZER
+    name = s["tokenizer"] or s["model"]
+    if name is None:  # a prepared corpus keeps the tokenizer files it was made with: use them, offline
+        data = _as_list(s["data"])
+        prepared = len(data) == 1 and is_prepared_corpus(data[0]) and (Path(data[0]) / "vocab.json").is_file()
+        name = data[0] if prepared else DEFAULT_TOKENIZER
     return Tokenizer.from_pretrained(name)
 
 
