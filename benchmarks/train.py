@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gpt1 import GPT, GPT1Config  # noqa: E402
+from gpt1.allocator import keep_freed_memory  # noqa: E402
 from gpt1.checkpoint import ours_to_hf  # noqa: E402
 from gpt1.data.corpus import BlockSampler  # noqa: E402
 from gpt1.train import Trainer, TrainConfig, param_groups  # noqa: E402
@@ -187,32 +188,55 @@ def main() -> None:
     print(header + f"{'speed x':>9}{'memory x':>10}")
     print("-" * (len(header) + 19))
     tokens = np.random.default_rng(0).integers(0, 40478, 2_000_000).astype(np.uint16)
+    runs = []  # (preset, cfg, batch, seq, precision)
     for shape in shapes.split(","):
         preset, batch, seq = shape.split(":")
-        batch, seq = int(batch), int(seq)
         overrides = {} if args.attn_dropout is None else {"attn_pdrop": args.attn_dropout}
         cfg = GPT1Config.from_preset(preset, **overrides)
-        for precision in precisions:
-            torch.manual_seed(0)
-            model = GPT(cfg)
-            init = {k: v.clone() for k, v in model.state_dict().items()}
-            hf_tps, hf_mem = run_hf(model, tokens, batch, seq, steps, args.warm, precision, device)
+        runs += [(preset, cfg, int(batch), int(seq), precision) for precision in precisions]
+
+    def fresh_model(cfg: GPT1Config) -> GPT:
+        torch.manual_seed(0)
+        return GPT(cfg)
+
+    # Our Trainer switches glibc's malloc to reuse freed memory (gpt1/allocator.py), for the rest of the process.
+    # So transformers runs first everywhere, with the allocator's defaults (what its users get), and then once more
+    # after the switch, which isolates what the code itself gains.
+    hf_default = {}
+    for preset, cfg, batch, seq, precision in runs:
+        hf_default[(preset, batch, seq, precision)] = run_hf(fresh_model(cfg), tokens, batch, seq, steps, args.warm,
+                                                             precision, device)  # fmt: skip
+        _trim()
+    if device.type == "cpu":
+        keep_freed_memory()
+    for preset, cfg, batch, seq, precision in runs:
+        model = fresh_model(cfg)
+        init = {k: v.clone() for k, v in model.state_dict().items()}
+        hf_tps, hf_mem = hf_default[(preset, batch, seq, precision)]
+        rows = [("transformers", hf_tps, hf_mem)]
+        if device.type == "cpu":
+            rows.append(("transformers+", *run_hf(model, tokens, batch, seq, steps, args.warm, precision, device)))
             _trim()
-            rows = [("transformers", hf_tps, hf_mem)]
-            impls = [("gpt1 Trainer", False)] + ([("gpt1 +compile", True)] if args.compile else [])
-            for label, comp in impls:
-                model.load_state_dict(init)
-                tps, mem = run_ours(model, tokens, batch, seq, steps, args.warm, precision, device, comp)
-                rows.append((label, tps, mem))
-                _trim()
-            for label, tps, mem in rows:
-                mfu = tps * flops_per_token(cfg, seq) / peaks[precision]
-                ratio = "" if label == "transformers" else f"{tps / hf_tps:>8.2f}x{hf_mem / max(mem, 1):>9.2f}x"
-                print(f"{preset:<7}{f'{batch}x{seq}':>9} {precision:<5}{label:<14}{tps:>10.0f}{mem / 2**20:>10.0f}"
-                      f"{mfu:>7.1%} {ratio}", flush=True)  # fmt: skip
-            del model, init
+        impls = [("gpt1 Trainer", False)] + ([("gpt1 +compile", True)] if args.compile else [])
+        for label, comp in impls:
+            model.load_state_dict(init)
+            tps, mem = run_ours(model, tokens, batch, seq, steps, args.warm, precision, device, comp)
+            rows.append((label, tps, mem))
             _trim()
+        for label, tps, mem in rows:
+            mfu = tps * flops_per_token(cfg, seq) / peaks[precision]
+            ratio = "" if label == "transformers" else f"{tps / hf_tps:>8.2f}x{hf_mem / max(mem, 1):>9.2f}x"
+            print(f"{preset:<7}{f'{batch}x{seq}':>9} {precision:<5}{label:<14}{tps:>10.0f}{mem / 2**20:>10.0f}"
+                  f"{mfu:>7.1%} {ratio}", flush=True)  # fmt: skip
+        if device.type == "cpu":
+            (_, plus_tps, plus_mem), (_, our_tps, our_mem) = rows[1], rows[2]
+            print(f"{'':<22}gpt1 Trainer vs transformers+: {our_tps / plus_tps:.2f}x speed, "
+                  f"{plus_mem / max(our_mem, 1):.2f}x memory")  # fmt: skip
+        del model, init
+        _trim()
     print("\nspeed x = our tokens/s over transformers'; memory x = transformers' peak over ours (higher is better).")
+    print("transformers = glibc malloc defaults; transformers+ = the same loop after our Trainer switched the process to "
+          "reusing freed memory (gpt1/allocator.py).")
 
 
 if __name__ == "__main__":

@@ -77,3 +77,17 @@ def test_model_uses_it_in_cpu_training_and_stays_deterministic():
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model(ids).logits).all()
+
+
+def test_bfloat16_matches_the_float64_formula_within_bf16_rounding():
+    """Under autocast the inputs are bf16: matmuls run in bf16, softmax and its gradient in float32."""
+    g = torch.Generator().manual_seed(5)
+    q64, k64, v64 = (torch.randn(2, 3, 300, 16, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    q, k, v = (t.detach().to(torch.bfloat16).requires_grad_() for t in (q64, k64, v64))
+    got = _ChunkedAttentionDropout.apply(q, k, v, None, 0.1, 7)
+    want = reference(q64, k64, v64, 0.1, 7)
+    assert got.dtype == torch.bfloat16 and (got.double() - want).abs().max() < 0.05
+    w = torch.randn(got.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((got.double() * w).sum(), (q, k, v))
+    for a, b in zip(grads, torch.autograd.grad((want * w).sum(), (q64, k64, v64))):
+        assert a.dtype == torch.bfloat16 and (a.double() - b).abs().max() < 0.05 * b.abs().max()

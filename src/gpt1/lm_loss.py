@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE = -100
-CHUNK = 1024  # positions per chunk: ~166 MB of float32 logits at GPT-1's vocabulary
+CHUNK = 512  # positions per chunk: an 83 MB float32 buffer at GPT-1's vocabulary
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -58,29 +58,41 @@ def _logits(h: torch.Tensor, weight: torch.Tensor, compute) -> torch.Tensor:
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
+    """Forward computes the loss and both gradients; backward scales them by the incoming gradient.
+
+    Written to allocate few large tensors: on a CPU each fresh tensor over glibc's 32 MB mmap threshold is new
+    pages that the kernel must fault in and zero, which cost more than the matmuls here. So the softmax works in place
+    in one reused chunk buffer, and the logits' gradient G (N x V, the compute dtype) is one tensor, whose two
+    products (G @ W for `hidden`, G^T @ H for `weight`) then run as single large matmuls.
+    """
+
     @staticmethod
     def forward(ctx, hidden, weight, labels, compute):
-        dtype = compute or hidden.dtype
-        w = weight.to(dtype)  # cast once, not per chunk
-        grad_hidden = torch.empty_like(hidden)
-        acc = _acc(hidden)
-        grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)
-        total = torch.zeros((), dtype=acc, device=hidden.device)
-        for s in range(0, hidden.shape[0], CHUNK):
-            h, y = hidden[s : s + CHUNK].to(dtype), labels[s : s + CHUNK]
-            logits = F.linear(h, w).to(acc)
-            log_probs = torch.log_softmax(logits, dim=-1)
+        dtype, acc = compute or hidden.dtype, _acc(hidden)
+        h, w = hidden.to(dtype), weight.to(dtype)  # cast once, not per chunk
+        n = h.shape[0]
+        grad_logits = torch.empty(n, w.shape[0], dtype=dtype, device=h.device)
+        work = None if dtype == acc else torch.empty(min(CHUNK, n), w.shape[0], dtype=acc, device=h.device)
+        total = torch.zeros((), dtype=acc, device=h.device)
+        for s in range(0, n, CHUNK):
+            g, y = grad_logits[s : s + CHUNK], labels[s : s + CHUNK]
+            torch.mm(h[s : s + CHUNK], w.t(), out=g)  # the chunk's logits
+            x = g if work is None else work[: len(y)].copy_(g)
             kept = y != IGNORE
-            safe_y = y.masked_fill(~kept, 0)
-            total -= log_probs.gather(1, safe_y[:, None]).squeeze(1).masked_fill(~kept, 0).sum()
-            # d(sum of -log p[y]) / d logits = softmax - one_hot(y), zero on ignored rows
-            grad_logits = log_probs.exp_()
-            grad_logits[torch.arange(len(y), device=y.device), safe_y] -= 1.0
-            grad_logits.masked_fill_(~kept[:, None], 0.0)
-            grad_logits = grad_logits.to(dtype)
-            grad_hidden[s : s + CHUNK] = (grad_logits @ w).to(hidden.dtype)
-            grad_weight += (grad_logits.t() @ h).to(acc)  # summed over chunks in float32 (or wider)
-        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+            safe_y = y.masked_fill(~kept, 0)[:, None]
+            top = x.amax(dim=-1, keepdim=True)
+            target = x.gather(1, safe_y) - top
+            x.sub_(top).exp_()
+            z = x.sum(dim=-1, keepdim=True)
+            total -= (target - z.log()).squeeze(1).masked_fill(~kept, 0).sum()  # -log softmax at the label
+            # d(-log p[y]) / d logits = softmax - one_hot(y); zero for ignored positions
+            x.div_(z).scatter_add_(1, safe_y, torch.full_like(target, -1.0))
+            x.masked_fill_(~kept[:, None], 0.0)
+            if x is not g:
+                g.copy_(x)
+        grad_hidden = (grad_logits @ w).to(hidden.dtype)
+        grad_weight = (grad_logits.t() @ h).to(weight.dtype)
+        ctx.save_for_backward(grad_hidden, grad_weight)
         return total
 
     @staticmethod

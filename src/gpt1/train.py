@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .allocator import keep_freed_memory
 from .model import GPT
 from .runlog import MetricsLog, plot_losses
 
@@ -294,6 +295,8 @@ class Trainer:
                 torch.cuda.set_device(self.device)
             dist.init_process_group(backend=backend)
             self._owns_process_group = True
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each step's big tensors reuse the last step's pages (see allocator.py)
         self.model.to(self.device)
         opt_kwargs: dict[str, Any] = dict(lr=self.config.lr, betas=self.config.betas, eps=self.config.eps)
         if self.device.type in ("cuda", "cpu"):
