@@ -326,3 +326,22 @@ def test_cli_generate(tmp_path, text_model, gpt1_tokenizer, capsys):
     assert main(args + ["--top-p", "1.5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "top_p=1.5 is outside the accepted range (0, 1]" in err
+
+
+def test_decode_layout_changes_memory_order_only(ours):
+    """fp32 on a CPU: decoding stores matrices (in, out) in memory; same logits and tokens; train() restores it."""
+    model = GPT(GPT1Config(**SMALL)).eval()
+    model.load_state_dict(ours.state_dict())
+    ids = _prompt(5, 4)
+    before = model(ids).logits
+    first = model.generate(ids, max_new_tokens=10)
+    w = model.h[0].attn.c_attn.weight
+    assert w.stride() == (1, w.shape[0]) and model.lm_head.weight is model.tokens_embed.weight
+    # BLAS may sum in another order for the other layout: equal to rounding, same greedy tokens
+    assert torch.allclose(model(ids).logits, before, atol=1e-5)
+    assert torch.equal(model.generate(ids, max_new_tokens=10), first)
+    model.train()
+    assert w.is_contiguous() and model.tokens_embed.weight.is_contiguous()
+    loss = model(ids, labels=ids).loss
+    loss.backward()  # trainable again: no inference tensors left behind
+    assert w.grad is not None

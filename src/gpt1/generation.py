@@ -303,6 +303,7 @@ class Decoder:
     def _prefill(self) -> None:
         model, ids, mask = self.model, self.prompt_ids, self.prompt_mask
         B, T = ids.shape
+        model.use_decode_layout()
         self.cache = KVCache(model.config, B, T + self.s.max_new_tokens, model.device, model.dtype)
         padded = bool((mask == 0).any())
         positions = (mask.cumsum(1) - 1).clamp_min(0)
@@ -410,6 +411,7 @@ def _beam_search(model: "GPT", ids: torch.Tensor, mask: torch.Tensor, s: _Settin
     K, V = s.num_beams, model.config.vocab_size
     L = T0 + s.max_new_tokens
     dev = ids.device
+    model.use_decode_layout()
     cache = KVCache(model.config, B, L, model.device, model.dtype)
     padded = bool((mask == 0).any())
     positions = (mask.cumsum(1) - 1).clamp_min(0)

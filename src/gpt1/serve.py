@@ -173,6 +173,7 @@ class Engine:
         if max_queue < 0:
             raise ValueError(f"max_queue must be 0 or more; got {max_queue}.")
         self.model = model.eval()
+        model.use_decode_layout()
         self.tokenizer = tokenizer
         self.config = model.config
         self.max_batch = max_batch
