@@ -299,6 +299,16 @@ def _task_columns(args) -> dict:
     return {k: v for k, v in cols.items() if v is not None}
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Precision, device, compile, tokenizer processes, resume and progress: the same for both fine-tuning verbs."""
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--num-proc", type=int, default=1, help="tokenizer worker processes")
+    p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
 def _add_finetune(sub) -> None:
     p = sub.add_parser(
         "finetune", help="fine-tune on a task with the paper's input transformations and auxiliary LM loss (stage 2)",
@@ -331,12 +341,7 @@ def _add_finetune(sub) -> None:
     p.add_argument("--max-train", type=int, help="use at most this many training examples (seeded sample)")
     p.add_argument("--max-val", type=int, help="use at most this many validation examples (seeded sample)")
     p.add_argument("--seed", type=int, default=42, help="seed of the split, data order, head init and dropout")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--num-proc", type=int, default=1, help="tokenizer worker processes")
-    p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_run_options(p)
     _add_task_columns(p)
 
 
@@ -519,12 +524,7 @@ def _add_finetune_lm(sub) -> None:
     p.add_argument("--save-every", type=int, help="steps between checkpoints (default: as --eval-every)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--num-proc", type=int, default=1, help="tokenizer worker processes")
-    p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    _add_run_options(p)
 
 
 def _cmd_finetune_lm(args) -> None:

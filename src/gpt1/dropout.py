@@ -10,6 +10,7 @@ threshold, 3-4x faster. The price is that the drop probability is p rounded to a
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -28,9 +29,7 @@ def drop_mask(shape, p: float, generator: Optional[torch.Generator] = None, devi
     """A boolean mask of `shape`, each entry True (dropped) with probability `quantized_p(p)`."""
     if p >= 1.0:  # the threshold would not fit the 16-bit comparison
         return torch.ones(shape, dtype=torch.bool, device=device)
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_(-(2**31), 2**31, generator=generator)
     halves = bits.view(torch.int16)[:n]  # two independent uniform 16-bit draws per 32-bit one
     return (halves < round(p * _LEVELS) - _LEVELS // 2).view(shape)
