@@ -81,7 +81,10 @@ def pretrain(**settings: Any) -> dict:
         torch.distributed.init_process_group("nccl" if on_gpu else "gloo", timeout=timedelta(hours=2))
         owns_group = True
     try:
-        return _pretrain(s, rank, world)
+        result = _pretrain(s, rank, world)
+        if owns_group:
+            _barrier()  # leave together: a gloo group torn down while a peer still talks to it can abort that peer
+        return result
     finally:
         if owns_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -168,13 +171,18 @@ def prepare_data(s: dict, tokenizer, rank: int = 0) -> Path:
     if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
         if rank == 0:
             prepare_corpus(data, corpus, tokenizer, num_proc=s["num_proc"], progress=s["progress"], **kwargs)
-        if torch.distributed.get_backend() == "nccl":
-            torch.distributed.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            torch.distributed.barrier()
+        _barrier()
     # Rank 0 (or a single process) builds the shards; the other ranks find and reuse them (and add the EOT token).
     prepare_corpus(data, corpus, tokenizer, num_proc=s["num_proc"], progress=s["progress"] and rank == 0, **kwargs)
     return corpus
+
+
+def _barrier() -> None:
+    """Wait for every rank (NCCL needs to be told this process's GPU)."""
+    if torch.distributed.get_backend() == "nccl":
+        torch.distributed.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        torch.distributed.barrier()
 
 
 def _load_tokenizer(s: dict):
