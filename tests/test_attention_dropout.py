@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from gpt1 import GPT, GPT1Config
-from gpt1.attention_dropout import CHUNK, _ChunkedAttentionDropout, _keep_mask, causal_attention_dropout
+from gpt1.dropout import quantized_p
+from gpt1.attention_dropout import CHUNK, _ChunkedAttentionDropout, causal_attention_dropout, chunk_keep_mask
 
 
 def reference(q, k, v, p, seed, bias=None):
@@ -24,8 +25,8 @@ def reference(q, k, v, p, seed, bias=None):
         keep = torch.zeros_like(probs)
         for start in range(0, T, CHUNK):
             end = min(T, start + CHUNK)
-            keep[:, :, start:end, :end] = _keep_mask((*probs.shape[:2], end - start, end), p, seed, start, q.device, q.dtype)
-        probs = probs * keep
+            keep[:, :, start:end, :end] = chunk_keep_mask((*probs.shape[:2], end - start, end), p, seed, start)
+        probs = probs * keep / (1 - quantized_p(p))
     return probs @ v
 
 

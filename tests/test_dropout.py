@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import torch
 
-from gpt1.dropout import Dropout, drop_mask, dropout, quantized_p
+from gpt1.dropout import Dropout, dropout, keep_mask, quantized_p
 
 
 def test_drop_rate_and_quantized_p():
     assert quantized_p(0.1) == 6554 / 65536 and quantized_p(0.5) == 0.5
-    g = torch.Generator().manual_seed(0)
-    for p in (0.1, 0.5, 0.9):
-        mask = drop_mask((1000, 1001), p, generator=g)  # odd size: the last 32-bit draw is half used
-        assert mask.shape == (1000, 1001) and mask.dtype == torch.bool
-        assert abs(mask.float().mean().item() - p) < 3e-3
-    assert not drop_mask((10_000,), 0.0, generator=g).any() and drop_mask((10_000,), 1.0, generator=g).all()
+    for seed, p in enumerate((0.1, 0.5, 0.9)):
+        mask = keep_mask((1000, 1003), p, seed)  # odd size: the last 64-bit draw is partly used
+        assert mask.shape == (1000, 1003) and mask.dtype == torch.uint8 and set(mask.unique().tolist()) == {0, 1}
+        assert abs(1 - mask.float().mean().item() - p) < 3e-3
+    assert keep_mask((10_000,), 0.0, 3).all() and not keep_mask((10_000,), 1.0, 3).any()
+    assert torch.equal(keep_mask((999,), 0.3, (7, 128)), keep_mask((999,), 0.3, (7, 128)))  # a function of the seed
+    assert not torch.equal(keep_mask((999,), 0.3, (7, 128)), keep_mask((999,), 0.3, (7, 0)))
 
 
-def test_halves_are_independent():
-    """Neighbouring elements come from the two halves of one 32-bit draw; they must not be correlated."""
-    mask = drop_mask((2_000_000,), 0.5, generator=torch.Generator().manual_seed(1)).float()
-    a, b = mask[0::2], mask[1::2]
-    assert abs(((a - 0.5) * (b - 0.5)).mean().item()) < 2e-3
+def test_quarters_are_independent():
+    """Neighbouring elements come from the four 16-bit quarters of one 64-bit draw; they must not be correlated."""
+    mask = keep_mask((4_000_000,), 0.5, 1).float().view(-1, 4) - 0.5
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert abs((mask[:, i] * mask[:, j]).mean().item()) < 2e-3
 
 
 def test_expectation_seeding_and_gradient():

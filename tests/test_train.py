@@ -124,8 +124,8 @@ class ListSource:
         self.i = s["i"]
 
 
-def first_step_grads(tmp_path, batches, accum) -> dict[str, torch.Tensor]:
-    trainer = Trainer(tiny_model(dropout=0.0), config(max_steps=1, grad_accum=accum, grad_clip=0.0),
+def first_step_grads(tmp_path, batches, accum, grad_clip: float = 0.0) -> dict[str, torch.Tensor]:
+    trainer = Trainer(tiny_model(dropout=0.0), config(max_steps=1, grad_accum=accum, grad_clip=grad_clip),
                       ListSource(batches), tmp_path)  # fmt: skip
     trainer._setup()
     grads, step = {}, trainer.optimizer.step
@@ -155,6 +155,20 @@ def test_accumulation_is_token_exact(tmp_path):
     naive = sum(lm_loss_fn(model, {"input_ids": x[i : i + 1], "labels": labels[i : i + 1]})[0] for i in range(2)) / 2
     naive.backward()
     assert not torch.allclose(model.h[0].attn.c_attn.weight.grad, b["h.0.attn.c_attn.weight"], rtol=1e-3)
+
+
+def test_clipping_is_clip_grad_norm_of_the_mean_gradient(tmp_path):
+    x = torch.from_numpy(tokens(2 * T).astype(np.int64)).view(2, T)
+    batches = [{"input_ids": x[:1]}, {"input_ids": x[1:]}]
+    raw = first_step_grads(tmp_path / "raw", batches, accum=2)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in raw.values()]))
+    assert norm > 0.05
+    clipped = first_step_grads(tmp_path / "clipped", batches, accum=2, grad_clip=0.05)
+    for name, g in raw.items():  # clip_grad_norm_'s rule: scale by max_norm / (norm + 1e-6) when that is below 1
+        torch.testing.assert_close(clipped[name], g * (0.05 / (norm + 1e-6)), rtol=1e-5, atol=1e-8)
+    unclipped = first_step_grads(tmp_path / "big", batches, accum=2, grad_clip=1e6)  # above the norm: unchanged
+    for name, g in raw.items():
+        torch.testing.assert_close(unclipped[name], g, rtol=1e-6, atol=0)
 
 
 # ---- a whole run -------------------------------------------------------------------------------------------------

@@ -115,7 +115,9 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=self.attn_pdrop if self.training else 0.0, is_causal=is_causal
             )
-        y = y.transpose(1, 2).reshape(B, T, C).to(x.dtype)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        if cache is not None:  # back from the cache's dtype (not under autocast, where c_proj takes bf16 as it is)
+            y = y.to(x.dtype)
         return self.resid_dropout(self.c_proj(y))
 
 

@@ -430,10 +430,12 @@ class Trainer:
         n_global = counts[0].item()
         # DDP averaged the gradients over ranks; undo that and divide by the global token count instead.
         scale = self.world_size / max(n_global, 1.0)
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        torch._foreach_mul_([p.grad for p in params], scale)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if self.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip, foreach=True)
+            # clip_grad_norm_ of the scaled gradients, with the scaling and the clipping in one pass over them
+            norm = torch.nn.utils.get_total_norm(grads, foreach=True) * scale
+            scale = torch.clamp(self.config.grad_clip / (norm + 1e-6), max=1.0) * scale
+        torch._foreach_mul_(grads, scale)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
