@@ -157,6 +157,7 @@ def test_accumulation_is_token_exact(tmp_path):
     assert not torch.allclose(model.h[0].attn.c_attn.weight.grad, b["h.0.attn.c_attn.weight"], rtol=1e-3)
 
 
+@pytest.mark.filterwarnings("ignore:Seems like:UserWarning")
 def test_clipping_is_clip_grad_norm_of_the_mean_gradient(tmp_path):
     x = torch.from_numpy(tokens(2 * T).astype(np.int64)).view(2, T)
     batches = [{"input_ids": x[:1]}, {"input_ids": x[1:]}]
