@@ -74,6 +74,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_logits = torch.empty(n, w.shape[0], dtype=dtype, device=h.device)
         work = None if dtype == acc else torch.empty(min(CHUNK, n), w.shape[0], dtype=acc, device=h.device)
         total = torch.zeros((), dtype=acc, device=h.device)
+        x = g = None
         for s in range(0, n, CHUNK):
             g, y = grad_logits[s : s + CHUNK], labels[s : s + CHUNK]
             torch.mm(h[s : s + CHUNK], w.t(), out=g)  # the chunk's logits
@@ -90,8 +91,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             x.masked_fill_(~kept[:, None], 0.0)
             if x is not g:
                 g.copy_(x)
+        # Release each large buffer as soon as it is done with: this runs at the end of the forward pass, when every
+        # layer's activations are held, so these few hundred MB decide the training step's peak memory.
+        del work, x, g
         grad_hidden = (grad_logits @ w).to(hidden.dtype)
-        grad_weight = (grad_logits.t() @ h).to(weight.dtype)
+        del w
+        grad_weight = grad_logits.t() @ h
+        del grad_logits
+        grad_weight = grad_weight.to(weight.dtype)
         ctx.save_for_backward(grad_hidden, grad_weight)
         return total
 
