@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import string
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 
 from gpt1 import GPT, GPT1Config
 from gpt1.data.corpus import BlockSampler
+from gpt1.dropout import dropout
 from gpt1.train import (
     Trainer,
     TrainConfig,
@@ -425,3 +427,22 @@ def test_trainer_learns_a_pattern(tmp_path):
     result = Trainer(tiny_model(dropout=0.0), cfg, BlockSampler(data, T, 8, rank=0, world_size=1), tmp_path).fit()
     first = train_rows(tmp_path)[0][1]
     assert first > 3.5 and result["loss"] < 2.0  # from ~ln(64) = 4.16 nats (chance) to under half of it
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile on a CPU needs a C++ compiler")  # fmt: skip
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own, from inside the compiler
+def test_compile_trains_like_eager(tmp_path):
+    """`compile=True` on a CPU: the CPU dropout and attention run eagerly inside the compiled model, and without
+    dropout the compiled run's losses equal the eager run's."""
+    losses = []
+    for compile_ in (False, True):
+        run = tmp_path / str(compile_)
+        cfg = config(max_steps=2, grad_accum=1, eval_every=10, save_every=10, compile=compile_)
+        Trainer(tiny_model(dropout=0.0), cfg, BlockSampler(tokens(), T, 2, rank=0, world_size=1), run).fit()
+        losses.append([loss for _, loss in train_rows(run)])
+    assert np.allclose(losses[0], losses[1], rtol=1e-4)
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 4, requires_grad=True)
+    compiled = torch.compile(lambda t: dropout(t, 0.5).sum())  # the CPU dropout, called from compiled code
+    assert compiled(x).item() != 0 and torch.isfinite(torch.autograd.grad(compiled(x), x)[0]).all()

@@ -109,6 +109,7 @@ class _ChunkedAttentionDropout(torch.autograd.Function):
         return dq, dk.to(k.dtype), dv.to(v_scaled.dtype), None, None, None
 
 
+@torch.compiler.disable  # run eagerly under torch.compile, like the CPU dropout (see dropout.py)
 def causal_attention_dropout(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:

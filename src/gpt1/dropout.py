@@ -76,6 +76,13 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """`F.dropout`, with `keep_mask` as the random source on a CPU while training."""
     if not training or p == 0.0 or p >= 1.0 or x.device.type != "cpu":
         return F.dropout(x, p, training)
+    return _cpu_dropout(x, p)
+
+
+# torch.compile runs this eagerly: it cannot trace the NumPy draw, and on a CPU the compiled graph with the
+# compiler's own dropout and attention was slower than these eager paths (benchmarks/train.py --compile).
+@torch.compiler.disable
+def _cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     return _Dropout.apply(x, p, draw_seed())
 
 
