@@ -54,10 +54,11 @@ class PeakMemory:
             return self
         _trim()
         self.base = self.peak_rss = _rss()
-        self.kernel_peak = _reset_kernel_peak()
-        self.running = not self.kernel_peak
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
+        self.thread = None
+        if not _reset_kernel_peak():  # no kernel high-water mark here: sample instead
+            self.running = True
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
         return self
 
     def _sample(self) -> None:
@@ -69,10 +70,12 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             self.peak = torch.cuda.max_memory_allocated() - self.base
+        elif self.thread is None:
+            self.peak = _kernel_peak() - self.base
         else:
             self.running = False
             self.thread.join()
-            self.peak = (_kernel_peak() if self.kernel_peak else self.peak_rss) - self.base
+            self.peak = self.peak_rss - self.base
         return False
 
 
