@@ -5,8 +5,12 @@ the same precision (fp32, or bf16 autocast with fp32 master weights) and gradien
 Prints tokens/s, peak memory (CUDA: max allocated; CPU: peak resident memory above the pre-run level, the
 kernel's high-water mark on Linux) and model FLOPs utilisation against this machine's measured matmul peak.
 
-    python benchmarks/train.py            # small and gpt1 presets, fp32 and bf16 (a few minutes on a laptop CPU)
+    python benchmarks/train.py            # tiny, mini, small and gpt1, fp32 and bf16 (a few minutes on a laptop CPU)
     python benchmarks/train.py --quick    # fewer shapes and steps
+    python benchmarks/train.py --shapes tiny:32:128:8001,mini:16:256:8001   # preset:batch:seq[:vocab]
+
+It also prints whether the CPU computes bf16 natively and, for every shape, which precision `--precision auto`
+picks and how fast that is against fp32 (auto must never be slower).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from gpt1 import GPT, GPT1Config  # noqa: E402
 from gpt1.allocator import keep_freed_memory  # noqa: E402
 from gpt1.checkpoint import ours_to_hf  # noqa: E402
 from gpt1.data.corpus import BlockSampler  # noqa: E402
-from gpt1.train import Trainer, TrainConfig, param_groups  # noqa: E402
+from gpt1.demo import DEMO_SIZES  # noqa: E402
+from gpt1.train import Trainer, TrainConfig, cpu_has_bf16, param_groups, resolve_precision  # noqa: E402
 
 
 # ---- measuring ----------------------------------------------------------------------------------------------------
@@ -127,6 +132,16 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: i
     return 2 * n**3 * reps / best
 
 
+def cpu_features() -> str:
+    """The CPU flags that decide bf16 speed: AMX / AVX-512 BF16 (native), else AVX-512 or AVX2 (emulated bf16)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "CPU flags unknown"
+    have = [f for f in ("amx_bf16", "avx512_bf16", "avx512_vnni", "avx512f", "avx2") if f in flags]
+    return "flags " + (" ".join(have) or "none of amx_bf16/avx512/avx2")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -205,25 +220,37 @@ def main() -> None:
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     steps = args.steps or (2 if args.quick else 3)
-    shapes = args.shapes or ("small:4:512,gpt1:4:512" if args.quick else "small:4:512,gpt1:8:128,gpt1:4:512")
+    # gpt1 demo's two models, then the CPU presets with a learned 8k vocabulary and with GPT-1's
+    small_shapes = "demo-quick:16:64,demo:16:128,tiny:32:128:8001,tiny:32:128,mini:16:256:8001,mini:16:256"
+    shapes = args.shapes or (f"{small_shapes},gpt1:4:512" if args.quick else f"{small_shapes},small:4:512,gpt1:8:128,gpt1:4:512")
     if on_gpu and args.shapes is None:
         shapes = "small:16:512,gpt1:16:512" if args.quick else "small:16:512,gpt1:8:512,gpt1:16:512"
     precisions = (args.precisions or ("bf16" if on_gpu else "fp32,bf16")).split(",")
     peaks = {p: matmul_peak(device, torch.bfloat16 if p == "bf16" else torch.float32) for p in precisions}
-    name = torch.cuda.get_device_name(device) if on_gpu else f"CPU, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(device) if on_gpu else f"CPU, {torch.get_num_threads()} threads, {cpu_features()}"
     print(f"device: {name}; torch {torch.__version__}; measured matmul peak: "
           + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))  # fmt: skip
     print(f"{steps} timed steps after {args.warm} warm-up step(s) per run; same weights, batches, AdamW, clipping\n")
-    header = f"{'preset':<7}{'batch':>9} {'prec':<5}{'impl':<14}{'tokens/s':>10}{'peak MiB':>10}{'MFU':>7}"
+    header = f"{'preset':<10}{'batch':>9} {'prec':<5}{'impl':<14}{'tokens/s':>10}{'peak MiB':>10}{'MFU':>7}"
     print(header + f"{'speed x':>9}{'memory x':>10}")
     print("-" * (len(header) + 19))
-    tokens = np.random.default_rng(0).integers(0, 40478, 2_000_000).astype(np.uint16)
+    rng = np.random.default_rng(0)
     runs = []  # (preset, cfg, batch, seq, precision)
     for shape in shapes.split(","):
-        preset, batch, seq = shape.split(":")
+        preset, batch, seq, *vocab = shape.split(":")
         overrides = {} if args.attn_dropout is None else {"attn_pdrop": args.attn_dropout}
-        cfg = GPT1Config.from_preset(preset, **overrides)
-        runs += [(preset, cfg, int(batch), int(seq), precision) for precision in precisions]
+        if vocab:
+            overrides["vocab_size"] = int(vocab[0])
+        if preset.startswith("demo"):  # gpt1 demo's models: demo (default) and demo-quick
+            size = DEMO_SIZES["quick" if preset == "demo-quick" else "default"]
+            arch = {k: size[k] for k in ("n_layer", "n_head", "n_embd", "n_positions")}
+            cfg = GPT1Config(**{**arch, "vocab_size": size["vocab"] + 1, **overrides})
+        else:
+            cfg = GPT1Config.from_preset(preset, **overrides)
+        runs += [(f"{preset}/{cfg.vocab_size // 1000}k", cfg, int(batch), int(seq), precision) for precision in precisions]
+
+    def tokens(cfg: GPT1Config) -> np.ndarray:
+        return rng.integers(0, cfg.vocab_size, 2_000_000).astype(np.uint16)
 
     def fresh_model(cfg: GPT1Config) -> GPT:
         torch.manual_seed(0)
@@ -238,18 +265,18 @@ def main() -> None:
     # peaked ~0.9 GB higher than the same run first in the process).
     results = {}  # (run index, impl) -> (tokens/s, peak bytes)
     for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
-        results[i, "transformers"] = run_hf(fresh_model(cfg), tokens, batch, seq, steps, args.warm, precision, device)
+        results[i, "transformers"] = run_hf(fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device)
         _trim()
     if device.type == "cpu":
         keep_freed_memory()
     impls = [("gpt1 Trainer", False)] + ([("gpt1 +compile", True)] if args.compile else [])
     for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
         for label, comp in impls:
-            results[i, label] = run_ours(fresh_model(cfg), tokens, batch, seq, steps, args.warm, precision, device, comp)
+            results[i, label] = run_ours(fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device, comp)
             _trim()
     if device.type == "cpu":
         for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
-            results[i, "transformers+"] = run_hf(fresh_model(cfg), tokens, batch, seq, steps, args.warm, precision, device)
+            results[i, "transformers+"] = run_hf(fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device)
             _trim()
     labels = ["transformers"] + (["transformers+"] if device.type == "cpu" else []) + [label for label, _ in impls]
     for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
@@ -258,12 +285,23 @@ def main() -> None:
             tps, mem = results[i, label]
             mfu = tps * flops_per_token(cfg, seq) / peaks[precision]
             ratio = "" if label == "transformers" else f"{tps / hf_tps:>8.2f}x{hf_mem / max(mem, 1):>9.2f}x"
-            print(f"{preset:<7}{f'{batch}x{seq}':>9} {precision:<5}{label:<14}{tps:>10.0f}{mem / 2**20:>10.0f}"
+            print(f"{preset:<10}{f'{batch}x{seq}':>9} {precision:<5}{label:<14}{tps:>10.0f}{mem / 2**20:>10.0f}"
                   f"{mfu:>7.1%} {ratio}", flush=True)  # fmt: skip
         if device.type == "cpu":
             (plus_tps, plus_mem), (our_tps, our_mem) = results[i, "transformers+"], results[i, "gpt1 Trainer"]
-            print(f"{'':<22}gpt1 Trainer vs transformers+: {our_tps / plus_tps:.2f}x speed, "
+            print(f"{'':<25}gpt1 Trainer vs transformers+: {our_tps / plus_tps:.2f}x speed, "
                   f"{plus_mem / max(our_mem, 1):.2f}x memory")  # fmt: skip
+    if {"fp32", "bf16"} <= set(precisions):
+        print(f"\n--precision auto on this {'GPU' if on_gpu else 'CPU'} (native bf16: {cpu_has_bf16() if not on_gpu else True}):")
+        for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
+            if precision != "fp32":
+                continue
+            j = next(k for k, r in enumerate(runs) if r[:4] == (preset, cfg, batch, seq) and r[4] == "bf16")
+            fp32, bf16 = results[i, "gpt1 Trainer"][0], results[j, "gpt1 Trainer"][0]
+            pick = resolve_precision("auto", device, cfg, batch * seq)
+            chosen = bf16 if pick is torch.bfloat16 else fp32
+            print(f"  {preset:<9}{f'{batch}x{seq}':>9}: picks {'bf16' if pick is torch.bfloat16 else 'fp32'}; "
+                  f"bf16 is {bf16 / fp32:.2f}x fp32; auto is {chosen / fp32:.2f}x fp32")  # fmt: skip
     print("\nspeed x = our tokens/s over transformers'; memory x = transformers' peak over ours (higher is better).")
     print("transformers = glibc malloc defaults; transformers+ = the same loop after our Trainer switched the process to "
           "reusing freed memory (gpt1/allocator.py).")

@@ -242,7 +242,9 @@ def test_decoder_steps_a_batch(ours):
         (dict(temperature=-1.0, do_sample=True), r"temperature=-1.0 .* >= 0"),
         (dict(max_new_tokens=0), r"max_new_tokens=0 .* >= 1"),
         (dict(num_beams=0), r"num_beams=0 .* >= 1"),
-        (dict(top_k=0, do_sample=True), r"top_k=0 .* >= 1"),
+        (dict(top_k=-1, do_sample=True), r"top_k=-1 .* >= 0 \(0 or None: no top-k\)"),  # 0 = off, as in the server
+        (dict(temperature=float("nan"), do_sample=True), r"temperature=nan is invalid"),
+        (dict(repetition_penalty=float("inf")), r"repetition_penalty=inf is invalid"),
         (dict(repetition_penalty=0.0), r"repetition_penalty=0.0 .* > 0"),
         (dict(num_return_sequences=2), r"num_return_sequences=2 needs do_sample"),
         (dict(num_beams=2, num_return_sequences=3), r"num_return_sequences=3 is more than num_beams=2"),
@@ -325,7 +327,7 @@ def test_cli_generate(tmp_path, text_model, gpt1_tokenizer, capsys):
     assert capsys.readouterr().out.count("=== prompt 1, sample") == 2
     assert main(args + ["--top-p", "1.5"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "top_p=1.5 is outside the accepted range (0, 1]" in err
+    assert err.count("\n") == 1 and "--top-p 1.5 is outside the accepted range (0, 1]" in err  # the flag, not top_p=
 
 
 def test_decode_layout_changes_memory_order_only(ours):

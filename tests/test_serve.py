@@ -417,3 +417,71 @@ def test_cli_binds_loopback_by_default_and_rejects_bad_flags(model_dir):
     r = subprocess.run([sys.executable, "-m", "gpt1", "serve", "--model", str(model_dir), "--max-batch", "0"],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "--max-batch 0" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---- end of text, one top-k rule, the model card, a busy port ------------------------------------------------------
+def _eos_case(gpt1_tokenizer):
+    """A tiny model, a prompt, and an id greedy decoding first produces at step k >= 2 (to use as its eos)."""
+    from gpt1.generation import generate
+
+    torch.manual_seed(0)
+    model = GPT(GPT1Config.from_preset("tiny", n_positions=64, initializer_range=0.3)).eval()
+    prompt = "the quick brown fox jumps over"
+    ids = torch.tensor([gpt1_tokenizer.encode(prompt)])
+    new = generate(model, ids, max_new_tokens=12)[0, ids.shape[1]:].tolist()
+    k = next(i for i in range(2, len(new)) if new[i] not in new[:i])
+    return model, prompt, new, k
+
+
+def test_server_stops_at_the_runs_eos_unless_asked_not_to(gpt1_tokenizer):
+    from fastapi.testclient import TestClient
+
+    from gpt1.serve import create_app
+
+    model, prompt, new, k = _eos_case(gpt1_tokenizer)
+    model.config.extra.update(eos_token_id=new[k], lm_template="JOKE: {text}")  # what finetune-lm saves
+    with TestClient(create_app(model, gpt1_tokenizer, "eos-test")) as client:
+        body = {"prompt": prompt, "max_tokens": 12, "temperature": 0}
+        r = client.post("/v1/completions", json=body).json()
+        choice = r["choices"][0]
+        assert choice["finish_reason"] == "stop" and r["usage"]["completion_tokens"] == k + 1
+        before_eos = client.post("/v1/completions", json={**body, "max_tokens": k}).json()["choices"][0]
+        assert before_eos["finish_reason"] == "length" and choice["text"] == before_eos["text"]  # eos not in the text
+        streamed_text = ""
+        with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as s:
+            for line in s.iter_lines():
+                if line.startswith("data: {"):
+                    c = json.loads(line[6:])["choices"][0]
+                    streamed_text += c["text"]
+                    reason = c["finish_reason"] or None
+        assert streamed_text == choice["text"] and reason == "stop"
+        past = client.post("/v1/completions", json={**body, "ignore_eos": True}).json()
+        assert past["choices"][0]["finish_reason"] == "length" and past["usage"]["completion_tokens"] == 12
+        beams = client.post("/v1/completions", json={**body, "num_beams": 2}).json()["choices"][0]
+        assert beams["finish_reason"] in ("stop", "length")
+        card = client.get("/v1/models").json()["data"][0]
+        assert card["eos_token_id"] == new[k] and card["default_prompt"] == "JOKE:"  # the playground starts there
+
+
+def test_top_k_zero_means_off_in_generate_and_in_the_server(gpt1_tokenizer):
+    from gpt1.generation import generate_text
+
+    model, prompt, _, _ = _eos_case(gpt1_tokenizer)
+    kw = dict(max_new_tokens=8, do_sample=True, seed=5)
+    assert generate_text(model, gpt1_tokenizer, prompt, top_k=0, **kw) == generate_text(model, gpt1_tokenizer,
+                                                                                          prompt, **kw)  # fmt: skip
+    logits = torch.randn(50)
+    off, zero = SamplingParams(max_tokens=1), SamplingParams(max_tokens=1, top_k=0)
+    assert all(torch.equal(a, b) for a, b in zip(token_distribution(logits, [], off), token_distribution(logits, [], zero)))
+
+
+def test_serve_refuses_a_busy_port_before_the_banner(vocab_dir):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "gpt1", "serve", "--model", "preset:tiny", "--tokenizer",
+                            str(vocab_dir), "--port", str(port)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "gpt1 serve:" not in r.stdout, r.stdout  # no "listening on" banner first
+    assert r.stderr.strip().count("\n") == 0 and f"--port {port}" in r.stderr and "already in use" in r.stderr
+    assert "Traceback" not in r.stderr

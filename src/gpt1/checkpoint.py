@@ -47,16 +47,14 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         raise CheckpointError(f"{name}: no such directory, and not a hub id of the form 'owner/name'.")
     from huggingface_hub import snapshot_download
 
+    from .hub import HubUnavailable, fetch
+
     try:
-        return Path(snapshot_download(name, allow_patterns=HUB_ALLOW))
-    except Exception as e:  # offline, unknown repo, ...: try the local cache before giving up
-        try:
-            return Path(snapshot_download(name, allow_patterns=HUB_ALLOW, local_files_only=True))
-        except Exception:
-            raise CheckpointError(
-                f"{name}: could not download from the Hugging Face hub and it is not in the local cache "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
-            ) from e
+        return fetch(name, lambda local: snapshot_download(name, allow_patterns=HUB_ALLOW, local_files_only=local))
+    except HubUnavailable as e:
+        # 'runs/nope' looks like a hub id too: say first that no such directory exists.
+        raise HubUnavailable(name, e.detail, f"no such directory {name}, and no hub repo of that name to use: "
+                                             f"{e.detail}.") from None  # fmt: skip
 
 
 def is_original_release(path: Path) -> bool:
@@ -139,6 +137,10 @@ def load_into(model: GPT, state: dict[str, torch.Tensor], source: Path) -> None:
     expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
     missing = sorted(set(expected) - set(state))
     unknown = sorted(set(state) - set(expected))
+    have, want = _layer_count(state), _layer_count(expected)
+    if have != want:  # say what differs rather than list the tensors of the extra (or missing) layers
+        raise CheckpointError(f"{source}: holds a {have}-layer model, but the model it is loaded into has {want} "
+                              f"layers (a resume needs the architecture the run was started with).")  # fmt: skip
     if missing or unknown:
         parts = []
         if missing:
@@ -154,6 +156,11 @@ def load_into(model: GPT, state: dict[str, torch.Tensor], source: Path) -> None:
             f"{f' ({len(bad) - 1} more mismatches)' if len(bad) > 1 else ''}."
         )
     model.load_state_dict({**state, "lm_head.weight": state["tokens_embed.weight"]}, strict=True)
+
+
+def _layer_count(state: dict) -> int:
+    """Number of transformer blocks in a state dict (keys `h.<i>.`)."""
+    return len({k.split(".")[1] for k in state if k.startswith("h.") and k.split(".")[1].isdigit()})
 
 
 def read_original_release(path: Path) -> tuple[GPT1Config, dict[str, torch.Tensor]]:
@@ -199,12 +206,20 @@ def save_model(model: GPT, out_dir, tokenizer=None) -> Path:
     config = model.config.to_hf_dict()
     tmp = out / "model.safetensors.tmp"
     save_file(ours_to_hf(model.state_dict()), str(tmp), metadata={"format": "pt"})
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates its file 0600; every other file follows the umask
     os.replace(tmp, out / "model.safetensors")
     (out / "config.json.tmp").write_text(json.dumps(config, indent=2) + "\n")
     os.replace(out / "config.json.tmp", out / "config.json")
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def convert_original(original_dir, out_dir) -> Path:

@@ -119,6 +119,28 @@ class GPT1Config:
 
 ACTIVATIONS = ("gelu", "gelu_exact", "relu", "silu", "swish")
 
+# Peak learning rate and warmup steps for pre-training each preset from random weights (AdamW, cosine decay, global
+# clipping 1.0). A post-LN stack trained with too high an lr for its warmup sits at the unigram level of its data;
+# `benchmarks/lr_sweep.py` (table in the README) found a 300-step warmup decisive, and these are half the fastest lr
+# it measured there, for margin. `small` was not swept (between `mini` and the paper); `gpt1` is the paper's.
+SCRATCH_LR: dict[str, tuple[float, int]] = {
+    "gpt1": (2.5e-4, 2000),
+    "small": (3e-4, 300),
+    "mini": (6e-4, 300),
+    "tiny": (2e-3, 300),
+}
+
+
+def scratch_lr(config: "GPT1Config") -> tuple[float, int]:
+    """(peak lr, warmup steps) for training a model of this shape from random weights: the preset of the same
+    depth, else the nearest shallower one (deeper stacks need the smaller lr)."""
+    by_depth = sorted(((PRESETS[name]["n_layer"], lr) for name, lr in SCRATCH_LR.items()), reverse=True)
+    for depth, lr in by_depth:
+        if config.n_layer >= depth:
+            return lr
+    return by_depth[-1][1]
+
+
 # Named presets. `gpt1` is the paper's 116.5M model; the small ones keep its shape for CPU work.
 PRESETS: dict[str, dict[str, Any]] = {
     "gpt1": dict(n_layer=12, n_embd=768, n_head=12, n_positions=512),

@@ -8,6 +8,7 @@ pre-tokenisation (`gpt1.bpe_training`) and trains a small model from scratch. Wi
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,24 +44,45 @@ def demo(
     progress: bool = True,
     resume: Optional[str] = None,
 ) -> dict[str, Any]:
-    """Train on the pyjokes corpus, write the run dir `out` (with loss.png), print and return `num_jokes` new jokes."""
+    """Train on the pyjokes corpus, write the run dir `out` (with loss.png), print and return `num_jokes` new jokes.
+
+    Without `resume`, an earlier demo run in `out` is replaced by a fresh one (said first). With `resume`, the run
+    keeps its own tokenizer and architecture. The jokes are sampled from `best/` (the best validation step). After
+    Ctrl-C / SIGTERM the result has `interrupted` set and no jokes.
+    """
     from .finetune_lm import build_model_and_tokenizer, finetune_lm, sample
 
     if num_jokes < 0:
         raise ValueError(f"--num-jokes {num_jokes} is invalid; use 0 or more.")
+    if lr is not None and not lr > 0:  # `lr or default` would turn --lr 0 into the default without a word
+        raise ValueError(f"--lr {lr} is invalid; use a learning rate > 0 (default 1e-3, or 6.25e-5 with --model).")
+    out = Path(out)
     size = DEMO_SIZES["quick" if quick else "default"]
     texts = demo_jokes()
+    resumed_from = _run_dir_to_resume(out, resume)
+    if resume is None:
+        _clear_earlier_demo(out, progress)
     if model is None:
-        from .bpe_training import train_tokenizer
+        if resumed_from is not None:  # the run's own tokenizer: a new BPE would give the saved weights other ids
+            from .tokenizer import Tokenizer
 
-        tok = train_tokenizer(texts, size["vocab"], special_tokens=[EOS_TOKEN])
-        config = GPT1Config(vocab_size=len(tok), n_layer=size["n_layer"], n_head=size["n_head"],
-                            n_embd=size["n_embd"], n_positions=size["n_positions"])  # fmt: skip
-        net = GPT(config)
-        lr = lr or 1e-3  # a small fresh model: the paper's fine-tuning lr (6.25e-5) would barely move it
+            tok = Tokenizer.from_pretrained(resumed_from)
+            net = GPT(GPT1Config.load(resumed_from / "config.json"))  # its architecture; the weights come next
+        else:
+            from .bpe_training import train_tokenizer
+
+            tok = train_tokenizer(texts, size["vocab"], special_tokens=[EOS_TOKEN])
+            config = GPT1Config(vocab_size=len(tok), n_layer=size["n_layer"], n_head=size["n_head"],
+                                n_embd=size["n_embd"], n_positions=size["n_positions"])  # fmt: skip
+            net = GPT(config)
+        lr = 1e-3 if lr is None else lr  # a small fresh model: the paper's fine-tuning lr (6.25e-5) would barely move it
     else:
         net, tok = build_model_and_tokenizer(model, None, None)
-        lr = lr or 6.25e-5
+        if resumed_from is not None:
+            from .tokenizer import Tokenizer
+
+            tok = Tokenizer.from_pretrained(resumed_from)
+        lr = 6.25e-5 if lr is None else lr
     if progress:
         what = f"fine-tuning {model}" if model else f"training a {net.config.num_parameters() / 1e6:.1f}M-parameter GPT-1-architecture model from scratch"
         print(f"gpt1 demo: {what} on {len(texts)} jokes from pyjokes -> {out}", flush=True)
@@ -71,20 +93,76 @@ def demo(
         sample_prompt=PROMPT, num_samples=2 if progress else 0, sample_tokens=30, seed=seed, progress=progress,
         resume=resume,
     )  # fmt: skip
-    jokes = sample(net, tok, PROMPT, num_jokes, result["eos_token_id"], max_new_tokens=40, temperature=0.8, top_k=40,
-                   seed=seed) if num_jokes else []  # fmt: skip
-    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    if result["interrupted"]:
+        return {**result, "jokes": []}
+    best_net, best_step = _best_weights(out)
+    jokes = sample(best_net or net, tok, PROMPT, num_jokes, result["eos_token_id"], max_new_tokens=40,
+                   temperature=0.8, top_k=40, seed=seed) if num_jokes else []  # fmt: skip
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train_losses = [r["loss"] for r in rows if "val_loss" not in r and r.get("loss") is not None]
     val_losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
     result.update(jokes=jokes, first_loss=train_losses[0] if train_losses else None,
-                  last_loss=train_losses[-1] if train_losses else None, val_losses=val_losses)  # fmt: skip
+                  last_loss=train_losses[-1] if train_losses else None, val_losses=val_losses,
+                  jokes_step=best_step if best_net is not None else result["step"])  # fmt: skip
     if progress:
         if train_losses:
             print(f"\ntraining loss fell from {train_losses[0]:.3f} to {train_losses[-1]:.3f}; "
                   f"validation loss by eval: {' -> '.join(f'{v:.3f}' for v in val_losses)}")  # fmt: skip
-        print(f"run dir: {out} (loss curve: {Path(out) / 'loss.png'}, samples: {Path(out) / 'samples.jsonl'})")
-        print(f"\n{len(jokes)} new jokes:")
+        print(f"run dir: {out} (loss curve: {out / 'loss.png'}, samples: {out / 'samples.jsonl'})")
+        weights = out / "best" if best_net is not None else out
+        source = (f"the best validation step, {best_step} of {result['step']} ({weights})" if best_net is not None
+                  else f"the last step, {result['step']} ({weights})")  # fmt: skip
+        print(f"\n{len(jokes)} new jokes, from the weights of {source}:")
         for j in jokes:
             print(f"  {PROMPT} {j}")
-        print(f'\nmore: gpt1 generate --model {out} --prompt "{PROMPT}" --top-k 40')
+        print(f'\nmore: gpt1 generate --model {weights} --prompt "{PROMPT}" --top-k 40')
     return result
+
+
+def _run_dir_to_resume(out: Path, resume: Optional[str]) -> Optional[Path]:
+    """The run dir whose tokenizer and architecture a resume must reuse (None for a fresh run)."""
+    from .train import find_latest_checkpoint
+
+    if resume is None:
+        return None
+    if resume == "auto":
+        return out if find_latest_checkpoint(out) is not None and (out / "config.json").is_file() else None
+    path = Path(resume)
+    run = path if (path / "checkpoints").is_dir() else path.parent.parent  # a run dir, or run/checkpoints/step_N
+    return run if (run / "config.json").is_file() else None
+
+
+def _is_demo_run(out: Path) -> bool:
+    try:
+        return json.loads((out / "run_config.json").read_text()).get("data") == "pyjokes"
+    except (OSError, ValueError):
+        return False
+
+
+def _clear_earlier_demo(out: Path, progress: bool) -> None:
+    """Make room for a fresh demo run: an earlier demo's checkpoints, best weights and logs go (saying so first);
+    any other run's checkpoints are refused, never deleted."""
+    from .train import find_latest_checkpoint
+
+    latest = find_latest_checkpoint(out)
+    if latest is None:
+        return
+    if not _is_demo_run(out):
+        raise ValueError(f"--out {out} holds checkpoints of a run that is not a demo run; choose another --out.")
+    if progress:
+        print(f"gpt1 demo: replacing the earlier demo run in {out} (it had reached {latest.name}); "
+              f"to continue it instead, run gpt1 demo --out {out} --resume auto", flush=True)  # fmt: skip
+    for name in ("checkpoints", "best"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("metrics.jsonl", "samples.jsonl", "loss.png"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _best_weights(out: Path) -> tuple[Optional[GPT], Optional[int]]:
+    """The weights in `out/best` (the best validation step) and that step, or (None, None) without them."""
+    best = out / "best"
+    try:
+        step = int(json.loads((best / "metrics.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return None, None
+    return GPT.from_pretrained(best), step

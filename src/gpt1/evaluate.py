@@ -140,10 +140,15 @@ def zero_shot(
     labels = np.asarray([ex.get("label") if ex.get("label") is not None else -1 for ex in examples])
     info: dict[str, Any] = {}
     if task == "sst2":
-        pos, neg = _word_id(tokenizer, "positive"), _word_id(tokenizer, "negative")
-        logits = _next_token_logits(model, [enc(ex["text"] + " very") for ex in examples], batch_size, progress,
-                                    precision)  # fmt: skip
-        scores = logits[:, pos] - logits[:, neg]
+        pos, neg = enc("positive"), enc("negative")
+        prompts = [enc(ex["text"] + " very") for ex in examples]
+        if len(pos) == len(neg) == 1:  # GPT-1's vocabulary: one next-token distribution decides
+            logits = _next_token_logits(model, prompts, batch_size, progress, precision)
+            scores = logits[:, pos[0]] - logits[:, neg[0]]
+        else:  # a smaller learned vocabulary splits a word: compare the words' whole log-probabilities
+            both = continuation_logprobs(model, prompts * 2, [pos] * len(prompts) + [neg] * len(prompts), batch_size,
+                                         progress)  # fmt: skip
+            scores = both[: len(prompts)] * len(pos) - both[len(prompts) :] * len(neg)
         preds = (scores > 0).astype(int)
         metrics = compute_metrics(("accuracy",), labels, preds)
     elif task == "cola":
@@ -203,13 +208,6 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(best)
 
 
-def _word_id(tokenizer, word: str) -> int:
-    ids = tokenizer.encode(word)
-    if len(ids) != 1:
-        raise ValueError(f"{word!r} is not a single token in this vocabulary ({len(ids)} tokens).")
-    return ids[0]
-
-
 @torch.no_grad()
 def _next_token_logits(model, seqs: Sequence[Sequence[int]], batch_size: int, progress: bool, precision: str) -> np.ndarray:
     """Logits of the token after each sequence (left-truncated to the context)."""
@@ -247,8 +245,8 @@ def perplexity(
     still share one token, so no scored token lacks context). The first token has nothing to be predicted from.
     """
     model.eval()
-    max_length = max_length or model.config.n_positions
-    stride = stride or max(1, max_length // 2)
+    max_length = model.config.n_positions if max_length is None else max_length  # 0 is refused below, not defaulted
+    stride = max(1, max_length // 2) if stride is None else stride
     if not 1 <= max_length <= model.config.n_positions:
         raise ValueError(f"max_length={max_length} must be in 1..{model.config.n_positions} (the model's context).")
     if not 1 <= stride <= max_length:

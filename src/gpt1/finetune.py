@@ -183,10 +183,9 @@ def evaluate(
             raise ValueError("Pass the tokenizer when the model is given as an object.")
         tokenizer = Tokenizer.from_pretrained(tokenizer or model)
     if perplexity is not None:
-        path = Path(perplexity)
-        if not path.is_file():
-            raise FileNotFoundError(f"{perplexity}: no such text file.")
-        return _perplexity(net, tokenizer, path.read_text(encoding="utf-8"), stride=stride, max_length=max_length,
+        from .data.readers import read_text_file
+
+        return _perplexity(net, tokenizer, read_text_file(perplexity), stride=stride, max_length=max_length,
                            batch_size=batch_size, progress=progress)  # fmt: skip
     cols = _columns(columns)
     if zero_shot is not None:

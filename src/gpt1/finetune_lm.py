@@ -66,6 +66,15 @@ def build_model_and_tokenizer(model: Optional[str], preset: Optional[str], token
     return net, tok
 
 
+def _default_lr(lr, warmup_fraction, config, from_scratch: bool, steps: int) -> tuple[float, float]:
+    if not from_scratch:
+        return (6.25e-5 if lr is None else lr), (0.002 if warmup_fraction is None else warmup_fraction)
+    from .config import scratch_lr
+
+    good_lr, warmup = scratch_lr(config)
+    return (good_lr if lr is None else lr), (min(0.2, warmup / steps) if warmup_fraction is None else warmup_fraction)
+
+
 def finetune_lm(
     data,
     out: str | Path,
@@ -79,8 +88,8 @@ def finetune_lm(
     epochs: Optional[float] = None,
     max_steps: Optional[int] = None,
     batch_size: int = 16,
-    lr: float = 6.25e-5,
-    warmup_fraction: float = 0.002,
+    lr: Optional[float] = None,
+    warmup_fraction: Optional[float] = None,
     schedule: str = "linear",
     weight_decay: float = 0.01,
     grad_clip: float = 1.0,
@@ -111,6 +120,9 @@ def finetune_lm(
     """Fine-tune a causal LM on the `text_column` of `data` and write the run dir `out`; returns the final metrics.
 
     `texts` replaces reading `data` (the demo passes its corpus); `prepared` = (model, tokenizer) replaces loading.
+    `lr` / `warmup_fraction` None: the paper's fine-tuning 6.25e-5 and 0.2% for weights given as `model`; for random
+    weights (`preset`) the pre-training lr and warmup of the model's depth (`config.scratch_lr`, at most a fifth of
+    the run), since 6.25e-5 barely moves a fresh model.
     """
     from .train import Trainer, TrainConfig, evaluate_lm
 
@@ -127,7 +139,11 @@ def finetune_lm(
     net, tok = prepared if prepared is not None else build_model_and_tokenizer(model, preset, tokenizer, model_overrides)
     eos_id = add_eos_token(tok, net, eos)
     net.config.extra["lm_template"] = template
-    limit = min(max_length or net.config.n_positions, net.config.n_positions)
+    context = net.config.n_positions
+    if max_length is not None and not 2 <= max_length <= context:  # never cap a request to the context silently
+        raise ValueError(f"--max-length {max_length} is outside this model's range: use 2..{context} (its context), "
+                         f"or leave it out for {context}.")  # fmt: skip
+    limit = max_length or context
     examples, truncated = tokenize_examples(tok, texts, eos_id, template, limit, num_proc=num_proc, progress=progress)
     if truncated and progress:
         print(f"note: {truncated} of {len(examples)} examples were longer than {limit} tokens and were cut.", flush=True)
@@ -140,6 +156,7 @@ def finetune_lm(
         source = DynamicPaddingSource(train, batch_size, seed=seed)
     steps = max_steps or max(1, math.ceil(epochs * source.steps_per_epoch))
     eval_every = eval_every or max(1, min(source.steps_per_epoch, steps // 4 or 1))
+    lr, warmup_fraction = _default_lr(lr, warmup_fraction, net.config, from_scratch=model is None, steps=steps)
     config = TrainConfig(
         lr=lr, warmup_steps=None, warmup_fraction=warmup_fraction, schedule=schedule, weight_decay=weight_decay,
         grad_clip=grad_clip, max_steps=max_steps, epochs=None if max_steps else epochs, eval_every=eval_every,
@@ -157,7 +174,7 @@ def finetune_lm(
             return
         texts_out = sample(trainer.model, tok, sample_prompt, num_samples, eos_id, sample_tokens, temperature, top_k,
                            seed + trainer.step)  # fmt: skip
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) or "samples (no validation set: --val-fraction 0)"
         print(f"\nstep {trainer.step}: {shown}", flush=True)
         with samples_path.open("a", encoding="utf-8") as f:
             for t in texts_out:

@@ -18,6 +18,7 @@ GPT-1 has no start-of-text token, so an empty prompt is an error unless `start_t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
@@ -35,6 +36,7 @@ __all__ = [
     "apply_repetition_penalty",
     "apply_temperature",
     "ban_repeated_ngrams",
+    "check_generation_settings",
     "generate",
     "generate_text",
     "stream_text",
@@ -159,13 +161,13 @@ class _Settings:
         """One sentence per bad value, naming it and the accepted range."""
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={self.max_new_tokens} is invalid; it must be an integer >= 1.")
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature} is invalid; it must be >= 0 (0 means greedy).")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k={self.top_k} is invalid; it must be >= 1 (or None for no top-k).")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):  # nan passes a plain `< 0` test
+            raise ValueError(f"temperature={self.temperature} is invalid; it must be a number >= 0 (0 means greedy).")
+        if self.top_k is not None and self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k} is invalid; it must be >= 0 (0 or None: no top-k).")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} is outside the accepted range (0, 1].")
-        if self.repetition_penalty <= 0:
+        if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
             raise ValueError(f"repetition_penalty={self.repetition_penalty} is invalid; it must be > 0 (1.0 = off).")
         if self.no_repeat_ngram_size < 0:
             raise ValueError(f"no_repeat_ngram_size={self.no_repeat_ngram_size} is invalid; it must be >= 0 (0 = off).")
@@ -205,8 +207,20 @@ def _settings(vocab_size: int, **kw) -> _Settings:
         pad_token_id=int(pad) if pad is not None else (eos_ids[0] if eos_ids else 0),
         **kw,
     )
+    if s.top_k == 0:  # 0 turns top-k off, as in HF generate and in `gpt1 serve`: one rule everywhere
+        s.top_k = None
     s.validate(vocab_size)
     return s
+
+
+def check_generation_settings(max_new_tokens: int = 20, truncate_left: bool = False, **kwargs) -> None:
+    """Raise the ValueError `generate` would raise for these settings, without a model (so a CLI can refuse a bad
+    value before it loads or downloads one). Keywords are `generate`'s; token ids are checked against the model
+    later, when its vocabulary is known."""
+    defaults = dict(do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
+                    no_repeat_ngram_size=0, num_beams=1, length_penalty=1.0, num_return_sequences=1,
+                    eos_token_id=None, stop=None, pad_token_id=None, seed=None)  # fmt: skip
+    _settings(1 << 62, max_new_tokens=max_new_tokens, **{**defaults, **kwargs})
 
 
 def _prepare_inputs(
@@ -614,7 +628,7 @@ def generate_text(
     ids, mask = _encode_prompts(tokenizer, prompts, start_token_id)
     eos = _as_id_list(kwargs.get("eos_token_id"))
     stops = _as_str_list(kwargs.get("stop"))
-    if kwargs.get("num_beams", 1) > 1:
+    if kwargs.get("num_beams", 1) != 1:  # `generate` refuses num_beams < 1 instead of quietly decoding greedily
         out = generate(model, ids, mask, max_new_tokens=max_new_tokens, return_dict_in_generate=True, **kwargs)
         T = ids.shape[1]
         rows = [out.sequences[i, T : T + int(n)].tolist() for i, n in enumerate(out.num_generated)]

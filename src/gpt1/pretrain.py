@@ -1,22 +1,26 @@
 """The pre-training recipe: corpus → token shards → random 512-token blocks → `Trainer` (the paper's first stage).
 
 `pretrain(**settings)` is what `gpt1 pretrain` runs in every process; `PRETRAIN_DEFAULTS` lists its settings with
-their defaults (the paper's: batch 64 × 512 tokens, peak lr 2.5e-4, 2000 warmup steps, cosine to 0).
+their defaults (the paper's: batch 64 × 512 tokens, cosine to 0; peak lr and warmup by the model's depth, the
+paper's 2.5e-4 and 2000 steps for the 12-layer `gpt1`: shallower CPU presets learn faster at a higher lr).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from .config import GPT1Config
-from .data.corpus import EOT_TOKEN, BlockSampler, is_prepared_corpus, load_tokens, prepare_corpus, read_meta, val_batches
+from .config import GPT1Config, scratch_lr
+from .data.corpus import (EOT_TOKEN, BlockSampler, is_prepared_corpus, load_tokens, prepare_corpus, read_meta,
+                          unigram_entropy, val_batches)  # fmt: skip
 from .model import GPT
+from .plateau import PlateauGuard
 from .train import Trainer, TrainConfig, dist_env, evaluate_lm
 
 DEFAULT_TOKENIZER = "openai-community/openai-gpt"
@@ -33,8 +37,8 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "max_steps": None,
     "max_tokens": None,
     "epochs": None,
-    "lr": 2.5e-4,
-    "warmup": 2000,  # steps, or a fraction of all steps if < 1
+    "lr": None,  # peak lr; None: the one for the model's depth (config.SCRATCH_LR; the paper's 2.5e-4 for gpt1)
+    "warmup": None,  # steps, or a fraction of all steps if < 1; None: the one for the model's depth (gpt1: 2000)
     "schedule": "cosine",
     "weight_decay": 0.01,
     "grad_clip": 1.0,
@@ -53,6 +57,8 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "resume": None,
     "devices": 1,
     "progress": True,
+    "snapshots": False,  # keep the weights of every evaluation step in RUN/snapshots/step_N (zero-shot curves)
+    "plateau_tokens": 2_000_000,  # after warmup and this many tokens, warn if the loss is still at the unigram level
 }
 
 
@@ -104,6 +110,11 @@ def _pretrain(s: dict, rank: int, world: int) -> dict:
     micro, accum = batch_layout(s["batch_tokens"], block, world, s["micro_batch"])
     train_tokens = load_tokens(corpus, "train")
     source = BlockSampler(train_tokens, block, micro, seed=s["seed"])
+    default_lr, default_warmup = scratch_lr(model.config)
+    if s["lr"] is None:
+        s["lr"] = default_lr
+    if s["warmup"] is None:
+        s["warmup"] = default_warmup
     max_steps = s["max_steps"]
     if s["max_tokens"] is not None:
         max_steps = max(1, math.ceil(s["max_tokens"] / (micro * accum * world * block)))
@@ -125,13 +136,32 @@ def _pretrain(s: dict, rank: int, world: int) -> dict:
         from tqdm.auto import tqdm
 
         tqdm.write(f"step {trainer.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        if s["snapshots"]:
+            from .checkpoint import save_model
+
+            snap, tmp = out / "snapshots" / f"step_{trainer.step:07d}", out / "snapshots" / ".tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_model(trainer.model, tmp, tokenizer=tokenizer)
+            shutil.rmtree(snap, ignore_errors=True)
+            os.rename(tmp, snap)
 
     run_config = {**{k: v for k, v in s.items() if k != "progress"}, "data": [str(d) for d in _as_list(s["data"])],
                   "corpus": str(corpus), "micro_batch": micro, "grad_accum": accum, "max_steps": config.max_steps,
                   "global_batch_tokens": micro * accum * world * block, "model_config": model.config.to_hf_dict()}  # fmt: skip
+    guard = PlateauGuard(meta.get("unigram_entropy") or unigram_entropy(train_tokens), after_tokens=s["plateau_tokens"],
+                         hint=lr_hint(model.config, s["lr"], s["warmup"]))  # fmt: skip
     trainer = Trainer(model, config, source, out, evaluate_fn=evaluate_fn, on_eval=on_eval, tokenizer=tokenizer,
-                      run_config=run_config)  # fmt: skip
+                      run_config=run_config, plateau_guard=guard)  # fmt: skip
     return trainer.fit(resume=s["resume"])
+
+
+def lr_hint(config: GPT1Config, lr: float, warmup: float) -> str:
+    """What to try when a run of this shape stalls at the unigram level."""
+    good, good_warmup = scratch_lr(config)
+    if lr > good or 1 <= warmup < good_warmup:
+        return (f"for {config.n_layer} layers use --lr {good:g} with --warmup {good_warmup} or more "
+                "(README: Pre-training)")  # fmt: skip
+    return f"try --lr {lr / 2:g} and a longer --warmup (README: Pre-training)"
 
 
 def batch_layout(batch_tokens: int, block: int, world: int, micro_batch: Optional[int] = None) -> tuple[int, int]:

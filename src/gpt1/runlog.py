@@ -17,7 +17,7 @@ class MetricsLog:
 
     def append(self, row: dict[str, Any]) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps(row, default=float) + "\n")
+            f.write(json_line(row) + "\n")
 
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -36,8 +36,20 @@ class MetricsLog:
             return
         kept = [r for r in self.rows() if r.get("step", 0) <= step]
         tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.write_text("".join(json_line(r) + "\n" for r in kept))
         os.replace(tmp, self.path)
+
+
+def json_line(row: dict[str, Any]) -> str:
+    """One row as strict JSON: NaN and infinities (which `json.dumps` would write bare) become null."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return json.dumps(clean, default=_number, allow_nan=False)
+
+
+def _number(x: Any) -> Any:
+    """numpy / torch scalars as floats (null when not finite)."""
+    value = float(x)
+    return value if math.isfinite(value) else None
 
 
 def plot_losses(rows: list[dict[str, Any]], out_path: str | Path, title: str = "") -> Path:

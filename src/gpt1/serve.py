@@ -74,10 +74,11 @@ class CompletionRequest(BaseModel):
     frequency_penalty: Optional[float] = None
     logit_bias: Optional[dict[str, float]] = None
     suffix: Optional[str] = None
-    # Extensions (HF generate's names).
-    top_k: Optional[int] = Field(0, ge=0)
+    # Extensions (HF generate's names; `ignore_eos` as vLLM names it).
+    top_k: Optional[int] = Field(0, ge=0)  # 0 = off, the same rule as `gpt1 generate --top-k 0`
     repetition_penalty: Optional[float] = Field(1.0, gt=0.0, le=10.0)
     num_beams: Optional[int] = Field(1, ge=1, le=16)
+    ignore_eos: Optional[bool] = False  # keep generating past the model's end-of-text token
 
 
 class BadRequest(Exception):
@@ -105,6 +106,7 @@ class SamplingParams:
     num_beams: int = 1
     stop: tuple[str, ...] = ()
     seed: Optional[int] = None
+    eos_ids: tuple[int, ...] = ()  # end-of-text ids: a row that samples one finishes with "stop", the id not in its text
 
 
 @dataclass
@@ -339,9 +341,12 @@ class Engine:
                 token = argmax[i]
             else:
                 token = choose_token(logits[i], c.tokens, c.request.params, c.generator)
-            c.tokens.append(token)
             c.generated += 1
             self.stats["tokens_generated"] += 1
+            if token in c.request.params.eos_ids:  # end of text: the row is done and the token is not text
+                self._finish(c, "stop")
+                continue
+            c.tokens.append(token)
             self._update_text(c)
             if c.finish_reason is None and c.generated >= c.request.params.max_tokens:
                 self._finish(c, "length")
@@ -393,7 +398,7 @@ class Engine:
             mask[i, width - len(prompt):] = 1
         out = generate(
             self.model, ids, mask, max_new_tokens=p.max_tokens, num_beams=p.num_beams, num_return_sequences=n,
-            repetition_penalty=p.repetition_penalty, return_dict_in_generate=True,
+            repetition_penalty=p.repetition_penalty, eos_token_id=list(p.eos_ids) or None, return_dict_in_generate=True,
         )  # fmt: skip
         for c in request.choices:
             if request.cancelled:
@@ -402,11 +407,13 @@ class Engine:
             c.prompt_tail = c.prompt_ids[-64:]
             c.prompt_text = self.tokenizer.decode(c.prompt_tail)
             c.generated = int(out.num_generated[c.index])
-            c.tokens = c.prompt_ids + out.sequences[c.index, width: width + c.generated].tolist()
+            new = out.sequences[c.index, width: width + c.generated].tolist()
+            ended = bool(new) and new[-1] in p.eos_ids  # the hypothesis closed with end-of-text
+            c.tokens = c.prompt_ids + (new[:-1] if ended else new)
             self.stats["tokens_generated"] += c.generated
             self._update_text(c)  # cuts at a stop string (beam search itself does not know them)
             if c.finish_reason is None:
-                self._finish(c, "length")
+                self._finish(c, "stop" if ended else "length")
 
 
 def choose_token(logits: torch.Tensor, history: list[int], p: SamplingParams, generator: torch.Generator) -> int:
@@ -539,11 +546,20 @@ def create_app(
     max_queue: int = 64,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_n: int = DEFAULT_MAX_N,
+    eos_token_id: Union[int, list[int], None] = None,
 ) -> FastAPI:
-    """The ASGI app: `/v1/completions`, `/v1/models`, `/health` and the playground at `/`, over one `Engine`."""
+    """The ASGI app: `/v1/completions`, `/v1/models`, `/health` and the playground at `/`, over one `Engine`.
+
+    Completions stop at `eos_token_id` (default: the id a fine-tuned run saved, `config.extra["eos_token_id"]`, as
+    `gpt1 generate` does) unless a request sets `ignore_eos`.
+    """
     engine = Engine(model, tokenizer, max_batch=max_batch, max_queue=max_queue)
     n_params = model.num_parameters()
     cfg = model.config
+    if eos_token_id is None:
+        eos_token_id = cfg.extra.get("eos_token_id")
+    eos_ids = tuple(int(i) for i in ([] if eos_token_id is None else
+                                     [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id))  # fmt: skip
     tokenize_lock = threading.Lock()  # the tokenizer's caches are not meant for concurrent writers
 
     async def lifespan(app):
@@ -567,7 +583,8 @@ def create_app(
     model_card = {
         "id": model_name, "object": "model", "created": int(time.time()), "owned_by": "gpt1",
         "parameters": n_params, "context_length": cfg.n_positions, "n_layer": cfg.n_layer, "n_embd": cfg.n_embd,
-        "n_head": cfg.n_head, "vocab_size": cfg.vocab_size,
+        "n_head": cfg.n_head, "vocab_size": cfg.vocab_size, "eos_token_id": eos_ids[0] if eos_ids else None,
+        "default_prompt": default_prompt(cfg),
     }  # fmt: skip
 
     @app.get("/v1/models")
@@ -656,7 +673,7 @@ def create_app(
             max_tokens=max_tokens, temperature=temperature, top_k=body.top_k or 0,
             top_p=1.0 if body.top_p is None else body.top_p,
             repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
-            num_beams=num_beams, stop=tuple(stop), seed=body.seed,
+            num_beams=num_beams, stop=tuple(stop), seed=body.seed, eos_ids=() if body.ignore_eos else eos_ids,
         )  # fmt: skip
         return prompts, texts, params, n
 
@@ -755,6 +772,35 @@ def create_app(
     return app
 
 
+def default_prompt(config) -> Optional[str]:
+    """The playground's starting prompt: what a fine-tuned run's template puts before the text ("JOKE:"), if any."""
+    template = config.extra.get("lm_template") or ""
+    prefix = template.split("{text}", 1)[0].strip() if "{text}" in template else ""
+    return prefix or None
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a host:port this process cannot listen on (busy, privileged, not this machine's) with one sentence."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise ValueError(f"--host {host}: cannot be resolved ({e.strerror}).") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a port in TIME_WAIT is free
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ValueError(f"--port {port}: {host}:{port} is already in use (another server?); pick another "
+                                 f"--port.") from None  # fmt: skip
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise ValueError(f"--host {host}: not an address of this machine; use 127.0.0.1 or 0.0.0.0.") from None
+            raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}).") from None
+
+
 def _is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
@@ -784,7 +830,10 @@ def serve(
         raise ValueError(f"--max-batch {max_batch} is too small; use 1 or more.")
     if max_queue < 0:
         raise ValueError(f"--max-queue {max_queue} is negative; use 0 or more.")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from .devices import resolve_device
+
+    device = resolve_device(device)
+    check_port(host, port)  # before loading the model, and long before a "listening on" banner
     if str(device).startswith("cpu") and dtype == torch.float16:
         raise ValueError("--dtype float16 is very slow on CPU; use float32 or bfloat16 there.")
     if model_path.startswith("preset:"):

@@ -360,18 +360,23 @@ def _download(repo_id: str) -> Path:
         raise FileNotFoundError(f"{repo_id!r} is neither a directory nor a hub id like 'openai-community/openai-gpt'")
     from huggingface_hub import hf_hub_download
 
+    from .hub import HubUnavailable, fetch
+
+    def get(local: bool) -> str:
+        folder = hf_hub_download(repo_id, HF_FILES[0], local_files_only=local)
+        hf_hub_download(repo_id, HF_FILES[1], local_files_only=local)
+        for optional in (ADDED_FILE, CONFIG_FILE):
+            try:
+                hf_hub_download(repo_id, optional, local_files_only=local)
+            except Exception:  # these files are optional
+                pass
+        return str(Path(folder).parent)
+
     try:
-        folder = Path(hf_hub_download(repo_id, HF_FILES[0])).parent
-        hf_hub_download(repo_id, HF_FILES[1])
-    except Exception as e:  # offline, unknown repo, no such file: all mean "cannot load this id"
-        raise OSError(f"{repo_id!r} is not a directory, and fetching it as a hub id failed "
-                      f"(is it a real repo, and are you online?): {e}") from e
-    for optional in (ADDED_FILE, CONFIG_FILE):
-        try:
-            hf_hub_download(repo_id, optional)
-        except Exception:  # these files are optional
-            pass
-    return folder
+        return fetch(repo_id, get)
+    except HubUnavailable as e:
+        raise HubUnavailable(repo_id, e.detail, f"tokenizer {repo_id}: no such directory, and no hub repo of that "
+                                                f"name to use: {e.detail}.") from None  # fmt: skip
 
 
 _WORKER: Tokenizer | None = None

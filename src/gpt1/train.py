@@ -32,7 +32,9 @@ import torch.nn as nn
 
 from .allocator import keep_freed_memory
 from .model import GPT
+from .plateau import PlateauGuard
 from .runlog import MetricsLog, plot_losses
+from .stopping import StopSignals, check_same_data, diverged
 
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -92,7 +94,7 @@ class TrainConfig:
         if self.weight_decay < 0 or self.grad_clip < 0:
             problems.append("weight_decay and grad_clip must be >= 0")
         if problems:
-            raise ValueError(f"Invalid TrainConfig: {'; '.join(problems)}.")
+            raise ValueError(f"Invalid training settings: {'; '.join(problems)}.")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -168,8 +170,9 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for `precision` on `device` (None = plain fp32)."""
+def resolve_precision(precision: str, device: torch.device, config=None, batch_tokens: Optional[int] = None) -> Optional[torch.dtype]:
+    """The autocast dtype for `precision` on `device` (None = plain fp32); "auto" may look at the model's `config`
+    and the tokens of a micro-batch."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; use one of {', '.join(PRECISIONS)}.")
     if precision == "fp32":
@@ -240,8 +243,11 @@ class Trainer:
         on_eval: Optional[Callable[["Trainer", dict], None]] = None,
         tokenizer=None,
         run_config: Optional[dict] = None,
+        plateau_guard: Optional[PlateauGuard] = None,
     ) -> None:
         self.model = model
+        self.plateau_guard = plateau_guard  # warns once if the LM loss sits at its data's unigram entropy
+        self.warnings: list[str] = []
         self.config = config
         self.source = train_source
         self.out_dir = Path(out_dir)
@@ -266,6 +272,7 @@ class Trainer:
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         self._owns_process_group = False
         self._setup_done = False
+        self._stop = StopSignals(distributed=False)  # fit() installs the real handlers for its duration
 
     # ---- setup ---------------------------------------------------------------------------------------------
     def _total_steps(self) -> int:
@@ -331,13 +338,16 @@ class Trainer:
             self._setup()
         ckpt = self._resolve_resume(resume)
         if ckpt is not None:
+            check_same_data(self.out_dir, self.run_config, resume)
             self._load_checkpoint(ckpt)
         else:
             if self.is_main and find_latest_checkpoint(self.out_dir) is not None:
                 raise ValueError(
-                    f"{self.out_dir} already holds checkpoints of a run; resume it (resume='auto', --resume auto) "
+                    f"{self.out_dir} already holds checkpoints of a run; resume it (--resume auto) "
                     "or choose another output dir."
                 )
+            if resume == "auto" and self.is_main:  # say so: a typo in --out would otherwise restart silently
+                print(f"note: --resume auto found no checkpoint in {self.out_dir}; starting a fresh run.", flush=True)
             self._seed(self.config.seed + self.rank)
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -352,6 +362,7 @@ class Trainer:
         interval_tokens, interval_time = 0, 0.0
         interrupted = False
         snapshot = self._snapshot()
+        self._stop = StopSignals(distributed=self.world_size > 1).install()  # SIGTERM: the Ctrl-C path below
         try:
             while self.step < self.total_steps:
                 snapshot = self._snapshot()
@@ -371,6 +382,7 @@ class Trainer:
                         self.metrics.append(row)
                     if bar is not None:
                         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
+                    self._check_plateau(row["loss"])
                     interval_losses.clear()
                     interval_tokens, interval_time = 0, 0.0
                 if bar is not None:
@@ -379,15 +391,20 @@ class Trainer:
                     self._run_eval()
                 if self.step % c.save_every == 0 or last:
                     self.save_checkpoint()
+                if self._stop.agreed and not last:  # a rank was signalled (DDP): all stop here, after this step
+                    snapshot = self._snapshot()
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             # Roll back a half-done step (data position, RNG), so the checkpoint is exactly "after step k".
             interrupted = True
             self.optimizer.zero_grad(set_to_none=True)
             self._restore_snapshot(snapshot)
             if self.is_main:
-                print(f"\ninterrupted: saving a checkpoint at step {self.step} in {self.out_dir} ...", flush=True)
-            self.save_checkpoint(gather_rng=False)
+                why = f" by {self._stop.signal_name}" if self._stop.signal_name else ""
+                print(f"\ninterrupted{why}: saving a checkpoint at step {self.step} in {self.out_dir} ...", flush=True)
+            self.save_checkpoint(gather_rng=self._stop.agreed)  # an agreed stop has every rank here to gather
         finally:
+            self._stop.restore()
             if bar is not None:
                 bar.close()
             if self._owns_process_group:
@@ -398,7 +415,7 @@ class Trainer:
         if self.is_main and self.evaluate_fn is None:
             self._plot()
         return {**self.last_metrics, "step": self.step, "tokens": self.tokens_seen, "best": self.best,
-                "interrupted": interrupted, "run_dir": str(self.out_dir)}  # fmt: skip
+                "interrupted": interrupted, "run_dir": str(self.out_dir), "warnings": list(self.warnings)}  # fmt: skip
 
     def _train_step(self) -> tuple[torch.Tensor, int]:
         """One optimizer update over `grad_accum` micro-batches, averaging the loss over every token (all ranks)."""
@@ -421,13 +438,16 @@ class Trainer:
                     _zero_loss(self.model).backward()  # the all-reduce hooks must still fire
             n_sum += n
             tokens += int(batch["input_ids"].numel())
-        counts = torch.tensor([float(n_sum), float(tokens)], dtype=torch.float64, device=self.device)
+        # The stop flag rides on this all-reduce, so every rank learns of a signal at the same step (see stopping.py).
+        stop = float(self._stop.requested)
+        counts = torch.tensor([float(n_sum), float(tokens), stop], dtype=torch.float64, device=self.device)
         if self.world_size > 1:
             import torch.distributed as dist
 
             dist.all_reduce(counts)
             dist.all_reduce(loss_sum)
         n_global = counts[0].item()
+        self._stop.agreed = counts[2].item() > 0
         # DDP averaged the gradients over ranks; undo that and divide by the global token count instead.
         scale = self.world_size / max(n_global, 1.0)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
@@ -435,11 +455,29 @@ class Trainer:
             # clip_grad_norm_ of the scaled gradients, with the scaling and the clipping in one pass over them
             norm = torch.nn.utils.get_total_norm(grads, foreach=True) * scale
             scale = torch.clamp(self.config.grad_clip / (norm + 1e-6), max=1.0) * scale
+        # A NaN/inf loss (or gradient norm) stops the run before its update reaches the weights: one sync per step.
+        finite = torch.isfinite(loss_sum)
+        if self.config.grad_clip > 0:
+            finite &= torch.isfinite(norm)
+        if not bool(finite):
+            raise diverged(float(loss_sum / max(n_global, 1.0)), self.step + 1, self.optimizer.param_groups[0]["lr"],
+                           self.out_dir)  # fmt: skip
         torch._foreach_mul_(grads, scale)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         return loss_sum / max(n_global, 1.0), int(counts[1].item())
+
+    def _check_plateau(self, loss: float) -> None:
+        if self.plateau_guard is None:
+            return
+        message = self.plateau_guard.check(loss, self.tokens_seen, self.step, self.warmup, self.config.lr)
+        if message is not None:
+            self.warnings.append(message)
+            if self.is_main:
+                from tqdm.auto import tqdm
+
+                tqdm.write(message)
 
     def _log_row(self, loss: float, tokens_per_s: float) -> dict[str, Any]:
         return {"step": self.step, "loss": loss, "lr": self._lr_of_last_update(), "tokens_per_s": tokens_per_s,

@@ -97,8 +97,12 @@ def prepare_corpus(
     split: str = "train",
     progress: bool = True,
     force: bool = False,
+    vocab_size: Optional[int] = None,
 ) -> dict[str, Any]:
     """Tokenize `sources` into `out_dir/{train,val}.bin` + `meta.json` (+ the tokenizer, with `<|endoftext|>` added).
+
+    With `vocab_size`, `tokenizer` must be None: a GPT-1-style BPE of that size is learned on the documents
+    (`gpt1.bpe_training`, deterministic) and saved beside the shards, so pre-training needs no vocabulary files.
 
     Pieces of text (whole short documents, ~64 KB stretches of long ones) go to validation with probability
     `val_fraction`, at least one when there are two or more. Returns the meta dict; if `out_dir` already holds shards
@@ -111,14 +115,17 @@ def prepare_corpus(
         raise ValueError(f"val_fraction={val_fraction!r} is out of range; use a fraction in [0, 1), e.g. 0.005.")
     if num_proc < 1:
         raise ValueError(f"num_proc={num_proc!r} is invalid; use 1 or more worker processes.")
+    described, _ = _describe_sources(sources)
+    out = Path(out_dir)
+    existing = read_meta(out) if (out / META_FILE).exists() else None
+    if vocab_size is not None:
+        tokenizer = _learned_tokenizer(sources, out, existing, vocab_size, described, text_column, split, num_proc,
+                                       progress, force)  # fmt: skip
     tokenizer = _as_tokenizer(tokenizer)
     (eot_id,) = tokenizer.add_special_tokens([EOT_TOKEN])
     dtype = "uint16" if len(tokenizer) <= 1 << 16 else "uint32"
-    described, _ = _describe_sources(sources)
-    out = Path(out_dir)
     settings = {"tokenizer_fingerprint": tokenizer.fingerprint(), "text_column": text_column, "split": split,
-                "val_fraction": val_fraction, "seed": seed, "sources": described}  # fmt: skip
-    existing = read_meta(out) if (out / META_FILE).exists() else None
+                "val_fraction": val_fraction, "seed": seed, "sources": described, "learned_vocab_size": vocab_size}  # fmt: skip
     if existing is not None and not force and all(existing.get(k) == v for k, v in settings.items()):
         if _shards_intact(out, existing):
             if progress:
@@ -158,14 +165,48 @@ def prepare_corpus(
     for s in ("train", "val"):
         os.replace(tmp[s], out / f"{s}.bin")
     tokenizer.save_pretrained(out)
+    entropy = unigram_entropy(np.fromfile(out / "train.bin", dtype=dtype)) if counts["train"] else None
     meta = {"format": FORMAT, "dtype": dtype, "train_tokens": counts["train"], "val_tokens": counts["val"],
             "documents": n_docs, "pieces": n_pieces, "eot_token": EOT_TOKEN, "eot_id": eot_id,
-            "vocab_size": len(tokenizer), "seconds": round(time.time() - t0, 2), **settings}  # fmt: skip
+            "vocab_size": len(tokenizer), "unigram_entropy": entropy, "seconds": round(time.time() - t0, 2),
+            **settings}  # fmt: skip
     _write_json(out / META_FILE, meta)  # written last: shards without a meta.json are never reused
     if progress:
         print(f"wrote {out}: {counts['train']:,} train + {counts['val']:,} val tokens from {n_docs:,} documents "
               f"in {meta['seconds']:.1f}s", flush=True)  # fmt: skip
     return meta
+
+
+def _learned_tokenizer(sources, out: Path, existing: Optional[dict], vocab_size: int, described, text_column: str,
+                       split: str, num_proc: int, progress: bool, force: bool):
+    """The BPE learned on `sources` for `prepare_corpus(vocab_size=...)`: the one saved in `out` when it was learned
+    from the same files with the same size, else a new one (deterministic, so relearning gives the same files)."""
+    from ..bpe_training import train_tokenizer
+    from ..tokenizer import Tokenizer
+
+    if vocab_size < 16:
+        raise ValueError(f"vocab_size={vocab_size} is too small; use at least a few hundred (e.g. 8000).")
+    same = existing is not None and existing.get("learned_vocab_size") == vocab_size and existing.get("sources") == described
+    if same and not force and (out / "vocab.json").is_file():
+        return Tokenizer.from_pretrained(out)
+    t0 = time.time()
+    texts = list(iter_documents(sources, text_column, split))
+    tokenizer = train_tokenizer(texts, vocab_size, num_proc=num_proc, progress=progress)
+    if progress:
+        print(f"learned a {len(tokenizer):,}-entry BPE on {len(texts):,} documents in {time.time() - t0:.1f}s", flush=True)
+    return tokenizer
+
+
+def unigram_entropy(tokens: np.ndarray) -> float:
+    """Entropy in nats of the tokens' own frequencies: the loss of a model that predicts word frequencies and
+    ignores context, the level a stalled language model sits at."""
+    counts = np.zeros(0, dtype=np.int64)
+    for start in range(0, len(tokens), 1 << 24):  # in chunks: a memmap of billions of tokens is never copied whole
+        part = np.bincount(np.asarray(tokens[start : start + (1 << 24)], dtype=np.int64))
+        counts = np.pad(counts, (0, max(0, len(part) - len(counts))))
+        counts[: len(part)] += part
+    p = counts[counts > 0] / len(tokens)
+    return float(-(p * np.log(p)).sum())
 
 
 def _piece_groups(docs: Iterator[str]) -> Iterator[list[tuple[bool, str, int]]]:

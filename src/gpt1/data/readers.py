@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 # File suffix → the `datasets` builder that reads it.
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
@@ -55,9 +57,81 @@ def load_records(source: str | Path | Sequence[str | Path], split: str = "train"
     kind = kinds.pop()
     kwargs = {"delimiter": "\t", "quoting": 3} if all(f.suffix.lower() == ".tsv" for f in files) else {}
     try:
-        return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train", **kwargs)
+        with _quiet_datasets(sum(f.stat().st_size for f in files)):
+            return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train", **kwargs)
     except Exception as e:
+        problem = diagnose_files(files, kind)  # say what is wrong with the file, not what went wrong inside datasets
+        if problem is not None:
+            raise ValueError(problem) from e
         raise ValueError(f"{files[0]}: could not be read as {kind} ({type(e).__name__}: {e}).") from e
+
+
+_QUIET_BYTES = 64 << 20  # files this small load in about a second: their "Generating train split" bar is noise
+
+
+@contextlib.contextmanager
+def _quiet_datasets(total_bytes: int):
+    """No `datasets` log lines (its readers log each failure on stderr before raising) and, for small inputs, no
+    progress bar, so a bad file ends in one message; both settings are put back afterwards."""
+    from datasets.utils import logging as ds_logging
+
+    level = ds_logging.get_verbosity()
+    bar = ds_logging.is_progress_bar_enabled()
+    ds_logging.set_verbosity(logging.CRITICAL)
+    if total_bytes < _QUIET_BYTES:
+        ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        ds_logging.set_verbosity(level)
+        if bar:
+            ds_logging.enable_progress_bar()
+
+
+def diagnose_files(files: Sequence[Path], kind: str) -> Optional[str]:
+    """What is wrong with the first unusable file ("empty", "not UTF-8 ...", "a header but no rows"), or None."""
+    for f in files:
+        if f.stat().st_size == 0:
+            return f"{f}: the file is empty."
+        problem = utf8_problem(f)
+        if problem is not None:
+            return f"{f}: {problem}."
+        if kind == "csv":
+            lines = [line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if len(lines) <= 1:
+                return f"{f}: has a header line but no rows."
+        if kind == "text" and not f.read_text(encoding="utf-8").strip():
+            return f"{f}: holds only blank lines; there is no text."
+    return None
+
+
+def utf8_problem(path: Path) -> Optional[str]:
+    """None if `path` is valid UTF-8, else where it is not, e.g. "not UTF-8 (byte 0xe9 at offset 3)"."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); convert it to UTF-8 first"
+    return None
+
+
+def read_text_file(path: str | Path, what: str = "") -> str:
+    """The UTF-8 text of `path`, with one clear error for a missing file, a directory or another encoding.
+
+    `what` (e.g. "--prompt-file") starts the message, so the CLI's errors name the flag.
+    """
+    p = Path(path).expanduser()
+    name = f"{what} {path}" if what else str(path)
+    if p.is_dir():
+        raise ValueError(f"{name}: a directory, not a file.")
+    if not p.is_file():
+        raise FileNotFoundError(f"{name}: no such file.")
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); convert it to UTF-8 "
+                         f"first.") from None  # fmt: skip
 
 
 def require_column(dataset, column: str, source: str | Path = "the data") -> None:
