@@ -13,7 +13,6 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 
 from gpt1 import GPT, GPT1Config
 from gpt1.checkpoint import ours_to_hf

@@ -105,8 +105,8 @@ def main() -> None:
     tr = train_throughput(examples, a.preset, steps, a.batch_size)
     dyn, fix = tr["dynamic (ours)"], tr["fixed to longest"]
     print()
-    print(f"| measure | ours | tutorial's way | ratio |")
-    print(f"|---|---:|---:|---:|")
+    print("| measure | ours | tutorial's way | ratio |")
+    print("|---|---:|---:|---:|")
     print(f"| tokenize {len(jokes)} jokes (s) | {t_ours:.1f} | {t_hf:.1f} (HF slow, joke by joke) | {t_hf / t_ours:.1f}x faster |")
     print(f"| train: useful tokens/s | {dyn['useful_tok_s']:.0f} | {fix['useful_tok_s']:.0f} (fixed padding) | "
           f"{dyn['useful_tok_s'] / fix['useful_tok_s']:.1f}x |")  # fmt: skip

@@ -56,13 +56,13 @@ def key(r: dict) -> tuple:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| preset | context | batch tok | lr | warmup | val loss at 25 / 50 / 75 / 100% of tokens | "
-            "below unigram | verdict | tok/s |\n|---|---:|---:|---:|---:|---|---:|---|---:|")  # fmt: skip
+    head = ("| preset | context | batch tok | tokens | lr | warmup | val loss at 25 / 50 / 75 / 100% of tokens | "
+            "below unigram | verdict | tok/s |\n|---|---:|---:|---:|---:|---:|---|---:|---|---:|")  # fmt: skip
     lines = [head]
     for r in rows:
         vals = " / ".join(f"{v:.2f}" for _, v in r["val"][-4:])
         verdict = "stalled" if r["stalled"] else "learns"
-        lines.append(f"| {r['preset']} | {r['context'] or 'preset'} | {r['batch_tokens']} | {r['lr']:g} | "
+        lines.append(f"| {r['preset']} | {r['context'] or 'preset'} | {r['batch_tokens']} | {r['tokens'] / 1e6:.1f}M | {r['lr']:g} | "
                      f"{r['warmup']} | {vals} | {r['below_unigram']:+.2f} | {verdict} | {r['tokens_per_s'] or 0:,.0f} |")  # fmt: skip
     return "\n".join(lines)
 

@@ -77,7 +77,8 @@ CASES = {
     # offline hub fallbacks: within seconds, one line, the flag to pass instead
     "hub-tokenize": (["tokenize", "hello"], ["no --tokenizer given", "--tokenizer DIR", "encoder_bpe_40000.json"],
                      _NO_HUB),
-    "hub-finetune-lm-preset": (["finetune-lm", "--preset", "tiny", "--data", "{data}/jokes.csv", "--out", "{out}"],
+    "hub-finetune-lm-preset": (["finetune-lm", "--preset", "tiny", "--data", "{data}/jokes.csv", "--text-column",
+                                "Joke", "--out", "{out}"],
                                ["no --tokenizer given", "--tokenizer DIR"], _NO_HUB),
     "hub-demo-model": (["demo", "--model", "openai-community/openai-gpt", "--out", "{out}"],
                        ["--model openai-community/openai-gpt", "without --model", "trains offline"], _NO_HUB),

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import signal
-import string
 import subprocess
 import sys
 import time
@@ -152,17 +151,9 @@ def test_stop_signals_under_ddp_only_raise_a_flag():
 
 
 def _corpus(tmp_path: Path) -> tuple[Path, Path, Path]:
-    tok = tmp_path / "tok"
-    tok.mkdir()
-    vocab = ["<unk>"] + list(string.ascii_lowercase) + [c + "</w>" for c in string.ascii_lowercase + ".,"] + ["\n</w>"]
-    (tok / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (tok / "merges.txt").write_text("#version: 0.2\n")
-    words = "the cat sat on a mat and the dog ran far away".split()
-    rng = np.random.default_rng(0)
-    books = tmp_path / "books"
-    books.mkdir()
-    for i in range(4):
-        (books / f"b{i}.txt").write_text(" ".join(words[j] for j in rng.integers(0, len(words), 400)) + ".\n")
+    from test_train import _corpus_and_tokenizer
+
+    books, tok = _corpus_and_tokenizer(tmp_path)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("preset: tiny\nmodel_overrides: {n_layer: 2, n_embd: 32, n_head: 2, n_positions: 32}\n"
                    "batch_tokens: 128\nmax_steps: 5000\nlr: 1.0e-3\nwarmup: 1\nlog_every: 1\neval_every: 100000\n"

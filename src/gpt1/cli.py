@@ -713,7 +713,11 @@ def _cmd_reproduce(args) -> None:
     if "tasks" in settings:
         settings["tasks"] = tuple(settings["tasks"])
     config = reproduce_config(scale, **settings)
-    report = reproduce(config, args.out, progress=getattr(args, "progress", True))
+    try:
+        report = reproduce(config, args.out, progress=getattr(args, "progress", True))
+    except KeyboardInterrupt:
+        print(f"to continue, run the same command again (it resumes from {args.out}/state.json)", file=sys.stderr)
+        raise
     t5 = report["table5"]
     gaps = ", ".join(f"{t} {100 * (v['full']['test'] - v['scratch']['test']):+.1f}" for t, v in t5.items())
     print(f"done: pre-trained minus from-scratch (test points): {gaps}; report {Path(args.out) / 'report.md'}")

@@ -7,9 +7,8 @@ decay to 0, classifier dropout 0.1, λ = 0.5, global gradient clipping 1.0, weig
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -169,7 +168,7 @@ def evaluate(
       (for cola, `calibration_data` is the labelled split the threshold is chosen on);
     - `perplexity=FILE`: sliding-window perplexity and bits per byte of the file's text (`stride`, `max_length`).
     """
-    from .evaluate import evaluate_task, perplexity as _perplexity, zero_shot as _zero_shot
+    from .evaluate import evaluate_task, perplexity as _perplexity
     from .model import GPT
     from .tokenizer import Tokenizer
 

@@ -7,7 +7,6 @@ stored as `nn.Linear` (out, in) and transposed from HF's `Conv1D` (in, out) layo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 

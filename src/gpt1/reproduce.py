@@ -401,7 +401,7 @@ def build_report(config, pre, table5, runs, layers, zero_shot, tasks, skipped, s
         for t, v in scores.items():
             if t == "seconds":
                 continue
-            best = table5[t]["full"]["test"]
+            best = max(arm["test"] for arm in table5[t].values())  # the best fine-tuned test score of the task
             span = best - CHANCE[t]
             normalized[step][t] = (v - CHANCE[t]) / span if span > 0 else None
     return {"config": config.to_dict(), "pretraining": pre, "table5": table5, "runs": runs, "layers": layers,
@@ -458,7 +458,7 @@ def _markdown(r: dict, figures: list[str]) -> str:
     if r["zero_shot"]:
         names = [t for t in next(iter(r["zero_shot"].values())) if t != "seconds"]
         lines += ["## Figure 2 right: zero-shot heuristics against pre-training updates", "",
-                  "Raw score (normalised: 0 = chance, 1 = the full fine-tuned test score).", "",
+                  "Raw score (normalised: 0 = chance, 1 = the task's best fine-tuned test score).", "",
                   "| updates | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]  # fmt: skip
         for step, scores in r["zero_shot"].items():
             norm = r["zero_shot_normalized"][step]
