@@ -281,7 +281,7 @@ def _pretrain(config: ReproduceConfig, out: Path, progress: bool) -> dict:
     run = out / "pretrain"
     n_pos = config.model_overrides.get("n_positions") or _preset_positions(config.preset)
     steps = max(config.snapshots, -(-config.pretrain_tokens // config.batch_tokens))
-    every = max(1, steps // config.snapshots)
+    every = -(-steps // config.snapshots)  # the last snapshot is the final step's
     resume = "auto" if (run / "checkpoints").is_dir() else None
     result = pretrain(data=str(corpus), preset=config.preset, out=str(run), max_steps=steps,
                       batch_tokens=config.batch_tokens, lr=config.pretrain_lr, warmup=config.pretrain_warmup,
