@@ -247,7 +247,7 @@ def main() -> None:
             cfg = GPT1Config(**{**arch, "vocab_size": size["vocab"] + 1, **overrides})
         else:
             cfg = GPT1Config.from_preset(preset, **overrides)
-        runs += [(f"{preset}/{cfg.vocab_size // 1000}k", cfg, int(batch), int(seq), precision) for precision in precisions]
+        runs += [(f"{preset}/{cfg.vocab_size / 1000:.3g}k", cfg, int(batch), int(seq), precision) for precision in precisions]
 
     def tokens(cfg: GPT1Config) -> np.ndarray:
         return rng.integers(0, cfg.vocab_size, 2_000_000).astype(np.uint16)
