@@ -120,9 +120,8 @@ def reproduce_config(scale: str = "default", **overrides: Any) -> ReproduceConfi
 class RunState:
     """`state.json`: the result of every finished unit of work, so a re-run skips it."""
 
-    def __init__(self, out: Path, config: ReproduceConfig, log: Callable[[str], None]) -> None:
+    def __init__(self, out: Path, config: ReproduceConfig) -> None:
         self.path = out / "state.json"
-        self.log = log
         saved = json.loads(self.path.read_text()) if self.path.exists() else None
         self.data: dict[str, Any] = saved or {"config": config.to_dict(), "units": {}}
         if saved is not None and saved["config"] != json.loads(json.dumps(config.to_dict())):
@@ -149,7 +148,7 @@ def reproduce(config: ReproduceConfig, out: str | Path, *, progress: bool = True
     """Run (or continue) the whole analysis in `out`; returns the report dict (also in `out/report.json`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = RunState(out, config, log)
+    state = RunState(out, config)
     t_start = time.perf_counter()
     tasks, skipped = carve_tasks(config, out / "tasks")
     for name, why in skipped.items():
@@ -190,6 +189,7 @@ def reproduce(config: ReproduceConfig, out: str | Path, *, progress: bool = True
                 init = state.run(f"init/k{k}", lambda: {"path": _transfer_layers(final, k, out / "init" / f"k{k}", config.seed)})
                 r = state.run(name, lambda: _finetune(config, tasks[task], task, init["path"], lr, config.lm_coef,
                                                        out / name, progress))  # fmt: skip
+                shutil.rmtree(init["path"], ignore_errors=True)  # a whole model (470 MB at the gpt1 scale), now used
                 log(f"layers transferred {k}/{n_layer}: val {r['val']:.4f}, test {r['test']:.4f} ({r['seconds']:.0f}s)")
             points.append({"layers": k, "val": r["val"], "test": r["test"]})
         layers = {"task": task, "lr": lr, "points": points, "scratch_test": table5[task]["scratch"]["test"]}
