@@ -298,7 +298,7 @@ def main() -> None:
                 continue
             j = next(k for k, r in enumerate(runs) if r[:4] == (preset, cfg, batch, seq) and r[4] == "bf16")
             fp32, bf16 = results[i, "gpt1 Trainer"][0], results[j, "gpt1 Trainer"][0]
-            pick = resolve_precision("auto", device, cfg, batch * seq)
+            pick = resolve_precision("auto", device)
             chosen = bf16 if pick is torch.bfloat16 else fp32
             print(f"  {preset:<9}{f'{batch}x{seq}':>9}: picks {'bf16' if pick is torch.bfloat16 else 'fp32'}; "
                   f"bf16 is {bf16 / fp32:.2f}x fp32; auto is {chosen / fp32:.2f}x fp32")  # fmt: skip

@@ -11,6 +11,7 @@ pair's strings), so the same texts and size always give the same files, byte for
 
 from __future__ import annotations
 
+import functools
 import heapq
 import multiprocessing
 from collections import Counter, defaultdict
@@ -19,16 +20,27 @@ from typing import Iterable, Sequence
 from .tokenizer import EOW, UNK, Tokenizer
 
 NEWLINE = "\n" + EOW  # what a line break encodes to (spaCy's whitespace token through OpenAI's `bpe`)
+MIN_VOCAB = 16
+
+
+def check_vocab_size(vocab_size: int) -> None:
+    if vocab_size < MIN_VOCAB:
+        raise ValueError(f"vocab_size {vocab_size} is too small; use at least a few hundred (e.g. 8000).")
+
+
+@functools.cache
+def _probe() -> Tokenizer:
+    """A tokenizer with no vocabulary, for its pre-tokenizer only; one per process (building spaCy's takes a second)."""
+    return Tokenizer({UNK: 0}, [])
 
 
 def pretokenize(texts: Iterable[str]) -> list[list[str]]:
     """The words `Tokenizer.encode` would run BPE on, per text (spaCy's whitespace tokens dropped)."""
-    probe = Tokenizer({UNK: 0}, [])  # only its pre-tokenizer is used
-    return [_words(probe, text) for text in texts]
+    return [_words(text) for text in texts]
 
 
-def _words(probe: Tokenizer, text: str) -> list[str]:
-    words = [tok.text.lower() for doc in probe._docs(text) if doc is not None for tok in doc]
+def _words(text: str) -> list[str]:
+    words = [tok.text.lower() for doc in _probe()._docs(text) if doc is not None for tok in doc]
     return [w for w in words if w.strip()]
 
 
@@ -40,20 +52,19 @@ def count_words(texts: Iterable[str], num_proc: int = 1, progress: bool = False)
     counts: Counter = Counter()
     with tqdm(total=len(texts), disable=not progress, unit="text", desc="counting words") as bar:
         if num_proc <= 1 or len(texts) < 2 * num_proc:
-            probe = Tokenizer({UNK: 0}, [])
             for text in texts:
-                counts.update(_words(probe, text))
+                counts.update(_words(text))
                 bar.update()
             return counts
         with multiprocessing.Pool(num_proc) as pool:
-            for part in pool.imap_unordered(_count_in_worker, texts, chunksize=1):
+            for part in pool.imap_unordered(_count_words, texts, chunksize=1):
                 counts.update(part)
                 bar.update()
     return counts
 
 
-def _count_in_worker(text: str) -> Counter:
-    return Counter(_words(Tokenizer({UNK: 0}, []), text))
+def _count_words(text: str) -> Counter:
+    return Counter(_words(text))
 
 
 def learn_bpe(word_counts: dict[str, int], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -63,8 +74,7 @@ def learn_bpe(word_counts: dict[str, int], vocab_size: int) -> tuple[dict[str, i
     than half of `vocab_size`, the rarest are left out and the words holding them are not learned from (they encode
     to `<unk>` pieces, as unknown characters do with GPT-1's vocabulary). Ties are broken by the pair's strings.
     """
-    if vocab_size < 16:
-        raise ValueError(f"vocab_size {vocab_size} is too small; use at least a few hundred.")
+    check_vocab_size(vocab_size)
     words = sorted(w for w, c in word_counts.items() if c > 0 and w)
     if not words:
         raise ValueError("The texts have no words to learn a vocabulary from.")
@@ -143,7 +153,6 @@ def train_tokenizer(
 ) -> Tokenizer:
     """A `Tokenizer` whose BPE (at most `vocab_size` entries, `<unk>` and `\\n</w>` included) is learned on `texts`;
     `special_tokens` are appended after it, as GPT-1's `_start_` etc. would be. Deterministic."""
-    if vocab_size < 16:
-        raise ValueError(f"vocab_size {vocab_size} is too small; use at least a few hundred.")
+    check_vocab_size(vocab_size)  # before the words are counted
     vocab, merges = learn_bpe(count_words(texts, num_proc=num_proc, progress=progress), vocab_size)
     return Tokenizer(vocab, merges, special_tokens)

@@ -170,9 +170,8 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str, device: torch.device, config=None, batch_tokens: Optional[int] = None) -> Optional[torch.dtype]:
-    """The autocast dtype for `precision` on `device` (None = plain fp32); "auto" may look at the model's `config`
-    and the tokens of a micro-batch."""
+def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for `precision` on `device` (None = plain fp32)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; use one of {', '.join(PRECISIONS)}.")
     if precision == "fp32":

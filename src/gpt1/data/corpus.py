@@ -165,7 +165,7 @@ def prepare_corpus(
     for s in ("train", "val"):
         os.replace(tmp[s], out / f"{s}.bin")
     tokenizer.save_pretrained(out)
-    entropy = unigram_entropy(np.fromfile(out / "train.bin", dtype=dtype)) if counts["train"] else None
+    entropy = unigram_entropy(np.memmap(out / "train.bin", dtype=dtype, mode="r")) if counts["train"] else None
     meta = {"format": FORMAT, "dtype": dtype, "train_tokens": counts["train"], "val_tokens": counts["val"],
             "documents": n_docs, "pieces": n_pieces, "eot_token": EOT_TOKEN, "eot_id": eot_id,
             "vocab_size": len(tokenizer), "unigram_entropy": entropy, "seconds": round(time.time() - t0, 2),
@@ -181,11 +181,10 @@ def _learned_tokenizer(sources, out: Path, existing: Optional[dict], vocab_size:
                        split: str, num_proc: int, progress: bool, force: bool):
     """The BPE learned on `sources` for `prepare_corpus(vocab_size=...)`: the one saved in `out` when it was learned
     from the same files with the same size, else a new one (deterministic, so relearning gives the same files)."""
-    from ..bpe_training import train_tokenizer
+    from ..bpe_training import check_vocab_size, train_tokenizer
     from ..tokenizer import Tokenizer
 
-    if vocab_size < 16:
-        raise ValueError(f"vocab_size={vocab_size} is too small; use at least a few hundred (e.g. 8000).")
+    check_vocab_size(vocab_size)  # before the documents are read
     same = existing is not None and existing.get("learned_vocab_size") == vocab_size and existing.get("sources") == described
     if same and not force and (out / "vocab.json").is_file():
         return Tokenizer.from_pretrained(out)
