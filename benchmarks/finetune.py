@@ -23,11 +23,22 @@ def reference(model: GPT):
     import transformers
 
     c = model.config
-    hf = transformers.OpenAIGPTDoubleHeadsModel(transformers.OpenAIGPTConfig(
-        vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0,
-    ))  # fmt: skip
-    state = {k.replace("task_head.", "multiple_choice_head.summary."): v for k, v in ours_to_hf(model.state_dict()).items()}
+    hf = transformers.OpenAIGPTDoubleHeadsModel(
+        transformers.OpenAIGPTConfig(
+            vocab_size=c.vocab_size,
+            n_positions=c.n_positions,
+            n_embd=c.n_embd,
+            n_layer=c.n_layer,
+            n_head=c.n_head,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            summary_first_dropout=0.0,
+        )
+    )
+    state = {
+        k.replace("task_head.", "multiple_choice_head.summary."): v for k, v in ours_to_hf(model.state_dict()).items()
+    }
     hf.load_state_dict(state, strict=False)
     hf.tie_weights()
     return hf.to(model.device)
@@ -48,7 +59,9 @@ def timeit(fn, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny and mini only, fewer repeats (about a minute)")
-    ap.add_argument("--sizes", default=None, help="comma-separated presets (default: mini,small,gpt1; quick: tiny,mini)")
+    ap.add_argument(
+        "--sizes", default=None, help="comma-separated presets (default: mini,small,gpt1; quick: tiny,mini)"
+    )
     ap.add_argument("--batch", type=int, default=8, help="examples per batch (x 2 choices)")
     ap.add_argument("--seq", type=int, default=80, help="longest sequence in the batch (ROCStories is ~60-90)")
     ap.add_argument("--repeats", type=int, default=None)
@@ -62,8 +75,17 @@ def main() -> None:
     rows = []
     for size in sizes:
         torch.manual_seed(0)
-        model = GPT(GPT1Config.from_preset(size, vocab_size=40481, num_labels=1, resid_pdrop=0.0, embd_pdrop=0.0,
-                                           attn_pdrop=0.0, summary_first_dropout=0.0)).to(device)  # fmt: skip
+        model = GPT(
+            GPT1Config.from_preset(
+                size,
+                vocab_size=40481,
+                num_labels=1,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+                summary_first_dropout=0.0,
+            )
+        ).to(device)
         hf = reference(model)
         B, T = args.batch, min(args.seq, model.config.n_positions)
         g = torch.Generator().manual_seed(1)
@@ -105,8 +127,10 @@ def main() -> None:
             rows.append((size, name, B * 2 * T, t_ours, t_ref))
         del model, hf
 
-    print(f"\ndevice {device}, threads {torch.get_num_threads()}, batch {args.batch} x 2 choices x <= {args.seq} tokens, "
-          f"median of {repeats}")  # fmt: skip
+    print(
+        f"\ndevice {device}, threads {torch.get_num_threads()}, batch {args.batch} x 2 choices x <= {args.seq} tokens, "
+        f"median of {repeats}"
+    )
     print(f"{'preset':<7} {'what':<6} {'tokens':>7} {'gpt1 ms':>9} {'transformers ms':>16} {'speed-up':>9}")
     for size, name, tokens, a, b in rows:
         print(f"{size:<7} {name:<6} {tokens:>7} {a * 1e3:>9.1f} {b * 1e3:>16.1f} {b / a:>8.2f}x")

@@ -54,8 +54,10 @@ def train_throughput(examples, preset: str, steps: int, batch_size: int) -> dict
     base = GPT(GPT1Config.from_preset(preset, vocab_size=vocab))
     dtype = resolve_precision("auto", torch.device("cpu"))
     out = {}
-    for name, source in (("dynamic (ours)", DynamicPaddingSource(examples, batch_size, seed=1)),
-                         ("fixed to longest", FixedPaddingSource(examples, batch_size, seed=1))):  # fmt: skip
+    for name, source in (
+        ("dynamic (ours)", DynamicPaddingSource(examples, batch_size, seed=1)),
+        ("fixed to longest", FixedPaddingSource(examples, batch_size, seed=1)),
+    ):
         model = copy.deepcopy(base).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         useful = padded = 0
@@ -94,9 +96,11 @@ def main() -> None:
     with open(a.data / "short-jokes" / "shortjokes_train.csv", encoding="utf-8", newline="") as f:
         jokes = [row["Joke"] for row in csv.DictReader(f)][:n]
     vocab = a.data / "gpt1-vocab"
-    print(f"{len(jokes)} jokes; preset {a.preset}; batch {a.batch_size}; {steps} timed steps; "
-          f"{torch.get_num_threads()} torch threads")  # fmt: skip
-    (_, t_ours, t_hf), = tokenize_times(jokes, vocab, a.num_proc)
+    print(
+        f"{len(jokes)} jokes; preset {a.preset}; batch {a.batch_size}; {steps} timed steps; "
+        f"{torch.get_num_threads()} torch threads"
+    )
+    ((_, t_ours, t_hf),) = tokenize_times(jokes, vocab, a.num_proc)
     tok = Tokenizer.from_pretrained(vocab)
     eos = add_eos_token(tok)
     examples, _ = tokenize_examples(tok, jokes, eos)
@@ -107,9 +111,13 @@ def main() -> None:
     print()
     print("| measure | ours | tutorial's way | ratio |")
     print("|---|---:|---:|---:|")
-    print(f"| tokenize {len(jokes)} jokes (s) | {t_ours:.1f} | {t_hf:.1f} (HF slow, joke by joke) | {t_hf / t_ours:.1f}x faster |")
-    print(f"| train: useful tokens/s | {dyn['useful_tok_s']:.0f} | {fix['useful_tok_s']:.0f} (fixed padding) | "
-          f"{dyn['useful_tok_s'] / fix['useful_tok_s']:.1f}x |")  # fmt: skip
+    print(
+        f"| tokenize {len(jokes)} jokes (s) | {t_ours:.1f} | {t_hf:.1f} (HF slow, joke by joke) | {t_hf / t_ours:.1f}x faster |"
+    )
+    print(
+        f"| train: useful tokens/s | {dyn['useful_tok_s']:.0f} | {fix['useful_tok_s']:.0f} (fixed padding) | "
+        f"{dyn['useful_tok_s'] / fix['useful_tok_s']:.1f}x |"
+    )
     print(f"| train: s per {steps} steps | {dyn['s']:.1f} | {fix['s']:.1f} | {fix['s'] / dyn['s']:.1f}x faster |")
     print(f"| train: share of padding | {dyn['pad_share']:.1%} | {fix['pad_share']:.1%} | |")
 

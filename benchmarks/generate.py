@@ -97,9 +97,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="64 new tokens only, fewer repeats (about a minute)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    ap.add_argument("--preset", default="gpt1", help="model size (default gpt1, the 116.5M paper model; others smoke-test)")
-    ap.add_argument("--hf-batch8-256", action="store_true",
-                    help="also run HF at batch 8 x 256 new tokens (slow on CPU: several minutes)")
+    ap.add_argument(
+        "--preset", default="gpt1", help="model size (default gpt1, the 116.5M paper model; others smoke-test)"
+    )
+    ap.add_argument(
+        "--hf-batch8-256",
+        action="store_true",
+        help="also run HF at batch 8 x 256 new tokens (slow on CPU: several minutes)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,15 +123,19 @@ def main() -> None:
     variants = {"fp32": ours, "bf16": bf16}
     prompt = torch.randint(0, 40478, (1, 7), generator=torch.Generator().manual_seed(1)).to(dev)
 
-    print(f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, transformers "
-          f"{transformers.__version__}; preset {args.preset} ({ours.num_parameters() / 1e6:.1f}M), random weights, "
-          f"7-token prompt")  # fmt: skip
+    print(
+        f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, transformers "
+        f"{transformers.__version__}; preset {args.preset} ({ours.num_parameters() / 1e6:.1f}M), random weights, "
+        f"7-token prompt"
+    )
     bw = copy_bandwidth(dev)
     print(f"\nmemory copy bandwidth: {bw / 1e9:.1f} GB/s copied ({2 * bw / 1e9:.1f} GB/s of read + write traffic)")
     for name, m in variants.items():
         wb = weight_bytes_per_token(m)
-        print(f"  {name}: {wb / 1e6:.0f} MB of weights per token -> bound {wb / bw * 1e3:.1f} ms/token "
-              f"({bw / wb:.1f} tokens/s at batch 1)")  # fmt: skip
+        print(
+            f"  {name}: {wb / 1e6:.0f} MB of weights per token -> bound {wb / bw * 1e3:.1f} ms/token "
+            f"({bw / wb:.1f} tokens/s at batch 1)"
+        )
 
     # ---- throughput -------------------------------------------------------------------------------------------
     cases = [(64, 1), (64, 8)] if args.quick else [(64, 1), (256, 1), (64, 8), (256, 8)]
@@ -142,8 +151,11 @@ def main() -> None:
         else:
             with torch.inference_mode():
                 hf.generate(ids, max_new_tokens=2, do_sample=False, pad_token_id=0)
-                t = timed(lambda: hf.generate(ids, max_new_tokens=new, do_sample=False, pad_token_id=0), dev,
-                          repeats=1 if new == 256 else reps)  # fmt: skip
+                t = timed(
+                    lambda: hf.generate(ids, max_new_tokens=new, do_sample=False, pad_token_id=0),
+                    dev,
+                    repeats=1 if new == 256 else reps,
+                )
             ref, ref_note = batch * new / t, ""
             hf_rate[(new, batch)] = ref
         row = f"{new:>4} {batch:>5} {ref:>8.1f}{ref_note or ' '} "
@@ -154,8 +166,10 @@ def main() -> None:
             row += f"{rate:>13.1f} {rate / ref:>5.1f}x "
         print(row)
     if (256, 8) in cases and not args.hf_batch8_256:
-        print("* HF at batch 8 x 256 not run (slow; --hf-batch8-256 runs it): its batch-8 x 64 rate is the reference, "
-              "which flatters HF (its cost per token grows with length).")  # fmt: skip
+        print(
+            "* HF at batch 8 x 256 not run (slow; --hf-batch8-256 runs it): its batch-8 x 64 rate is the reference, "
+            "which flatters HF (its cost per token grows with length)."
+        )
 
     # ---- latency ------------------------------------------------------------------------------------------------
     print("\nper-token latency at a given context (ms): ours = one KV-cache step, HF = one full re-run")
@@ -181,8 +195,10 @@ def main() -> None:
         w = min(512, cfg.n_positions)
         blocks = torch.tensor(ids[: min(n, 4 * 512)], device=dev).view(-1, w)
         p32, p16 = perplexity(ours, blocks), perplexity(bf16, blocks)
-        print(f"\nperplexity on {blocks.numel()} WikiText-2 validation tokens (random weights): fp32 {p32:.2f}, "
-              f"bf16 {p16:.2f}, change {100 * (p16 - p32) / p32:+.3f}%")  # fmt: skip
+        print(
+            f"\nperplexity on {blocks.numel()} WikiText-2 validation tokens (random weights): fp32 {p32:.2f}, "
+            f"bf16 {p16:.2f}, change {100 * (p16 - p32) / p32:+.3f}%"
+        )
     else:
         print(f"\n(perplexity check skipped: {text_path} or {vocab} is absent)")
 

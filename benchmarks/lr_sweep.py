@@ -22,8 +22,17 @@ from pathlib import Path
 STALL_MARGIN = 0.1  # nats above (unigram - margin) counts as "still predicting word frequencies"
 
 
-def run_one(corpus: str, preset: str, lr: float, warmup: int, tokens: int, batch_tokens: int,
-            context: int | None, precision: str, evals: int = 4) -> dict:  # fmt: skip
+def run_one(
+    corpus: str,
+    preset: str,
+    lr: float,
+    warmup: int,
+    tokens: int,
+    batch_tokens: int,
+    context: int | None,
+    precision: str,
+    evals: int = 4,
+) -> dict:
     from gpt1.data.corpus import read_meta
     from gpt1.pretrain import pretrain
 
@@ -33,9 +42,22 @@ def run_one(corpus: str, preset: str, lr: float, warmup: int, tokens: int, batch
     steps = max(evals, tokens // batch_tokens)
     t0 = time.perf_counter()
     try:
-        result = pretrain(data=corpus, preset=preset, out=str(out), max_steps=steps, batch_tokens=batch_tokens,
-                          lr=lr, warmup=warmup, eval_every=max(1, steps // evals), save_every=steps, eval_blocks=200,
-                          log_every=max(1, steps // 20), precision=precision, progress=False, model_overrides=overrides)  # fmt: skip
+        result = pretrain(
+            data=corpus,
+            preset=preset,
+            out=str(out),
+            max_steps=steps,
+            batch_tokens=batch_tokens,
+            lr=lr,
+            warmup=warmup,
+            eval_every=max(1, steps // evals),
+            save_every=steps,
+            eval_blocks=200,
+            log_every=max(1, steps // 20),
+            precision=precision,
+            progress=False,
+            model_overrides=overrides,
+        )
         if result["interrupted"]:  # Ctrl-C / SIGTERM: record nothing of a run cut short
             raise KeyboardInterrupt
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -45,10 +67,22 @@ def run_one(corpus: str, preset: str, lr: float, warmup: int, tokens: int, batch
     speeds = sorted(r["tokens_per_s"] for r in rows if r.get("tokens_per_s") and "val_loss" not in r)
     final = vals[-1][1]
     unigram = meta["unigram_entropy"]
-    return {"preset": preset, "context": context, "batch_tokens": batch_tokens, "lr": lr, "warmup": warmup,
-            "steps": steps, "tokens": result["tokens"], "val": vals, "final_val": final, "unigram": unigram,
-            "below_unigram": unigram - final, "stalled": final > unigram - STALL_MARGIN,
-            "tokens_per_s": speeds[len(speeds) // 2] if speeds else None, "seconds": time.perf_counter() - t0}  # fmt: skip
+    return {
+        "preset": preset,
+        "context": context,
+        "batch_tokens": batch_tokens,
+        "lr": lr,
+        "warmup": warmup,
+        "steps": steps,
+        "tokens": result["tokens"],
+        "val": vals,
+        "final_val": final,
+        "unigram": unigram,
+        "below_unigram": unigram - final,
+        "stalled": final > unigram - STALL_MARGIN,
+        "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def key(r: dict) -> tuple:
@@ -56,14 +90,18 @@ def key(r: dict) -> tuple:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| preset | context | batch tok | tokens | lr | warmup | val loss at 25 / 50 / 75 / 100% of tokens | "
-            "below unigram | verdict | tok/s |\n|---|---:|---:|---:|---:|---:|---|---:|---|---:|")  # fmt: skip
+    head = (
+        "| preset | context | batch tok | tokens | lr | warmup | val loss at 25 / 50 / 75 / 100% of tokens | "
+        "below unigram | verdict | tok/s |\n|---|---:|---:|---:|---:|---:|---|---:|---|---:|"
+    )
     lines = [head]
     for r in rows:
         vals = " / ".join(f"{v:.2f}" for _, v in r["val"][-4:])
         verdict = "stalled" if r["stalled"] else "learns"
-        lines.append(f"| {r['preset']} | {r['context'] or 'preset'} | {r['batch_tokens']} | {r['tokens'] / 1e6:.1f}M | {r['lr']:g} | "
-                     f"{r['warmup']} | {vals} | {r['below_unigram']:+.2f} | {verdict} | {r['tokens_per_s'] or 0:,.0f} |")  # fmt: skip
+        lines.append(
+            f"| {r['preset']} | {r['context'] or 'preset'} | {r['batch_tokens']} | {r['tokens'] / 1e6:.1f}M | {r['lr']:g} | "
+            f"{r['warmup']} | {vals} | {r['below_unigram']:+.2f} | {verdict} | {r['tokens_per_s'] or 0:,.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -86,9 +124,13 @@ def main() -> None:
     path = Path(args.results)
     done = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     have = {key(r) for r in done}
-    grid = itertools.product(args.presets.split(","), [int(c) for c in args.contexts.split(",")],
-                             [int(b) for b in args.batch_tokens.split(",")], [float(x) for x in args.lrs.split(",")],
-                             [int(w) for w in args.warmups.split(",")])  # fmt: skip
+    grid = itertools.product(
+        args.presets.split(","),
+        [int(c) for c in args.contexts.split(",")],
+        [int(b) for b in args.batch_tokens.split(",")],
+        [float(x) for x in args.lrs.split(",")],
+        [int(w) for w in args.warmups.split(",")],
+    )
     for preset, context, batch, lr, warmup in grid:
         steps = max(4, int(args.tokens) // batch)
         if (preset, context or None, batch, lr, warmup, steps) in have:
@@ -97,8 +139,11 @@ def main() -> None:
         done.append(r)
         with path.open("a") as f:
             f.write(json.dumps(r) + "\n")
-        print(f"{preset} ctx={context or 'preset'} batch={batch} lr={lr:g} warmup={warmup}: final val "
-              f"{r['final_val']:.3f} (unigram {r['unigram']:.3f}) in {r['seconds']:.0f}s", flush=True)  # fmt: skip
+        print(
+            f"{preset} ctx={context or 'preset'} batch={batch} lr={lr:g} warmup={warmup}: final val "
+            f"{r['final_val']:.3f} (unigram {r['unigram']:.3f}) in {r['seconds']:.0f}s",
+            flush=True,
+        )
     print(table(done))
 
 

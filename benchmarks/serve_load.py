@@ -27,8 +27,10 @@ from pathlib import Path
 import httpx
 
 SHARED_VOCAB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpt1-vocab"
-WORDS = ("river mountain letter window garden silver doctor winter market engine captain orchard lantern "
-         "harbour violin meadow").split()  # fmt: skip
+WORDS = (
+    "river mountain letter window garden silver doctor winter market engine captain orchard lantern "
+    "harbour violin meadow"
+).split()
 
 
 def free_port() -> int:
@@ -54,8 +56,15 @@ def requests_for(clients: int, max_tokens: int) -> list[dict]:
     for i in range(clients):
         prompt = f"the {WORDS[i % len(WORDS)]} and the {WORDS[(i * 7 + 3) % len(WORDS)]} were {i} miles from the"
         sampling = {"temperature": 0} if i % 2 == 0 else {"temperature": 0.9, "top_k": 40, "seed": 1000 + i}
-        bodies.append({"prompt": prompt, "max_tokens": max_tokens, "stream": True,
-                       "stream_options": {"include_usage": True}, **sampling})  # fmt: skip
+        bodies.append(
+            {
+                "prompt": prompt,
+                "max_tokens": max_tokens,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                **sampling,
+            }
+        )
     return bodies
 
 
@@ -81,8 +90,14 @@ async def one_client(client: httpx.AsyncClient, url: str, body: dict) -> dict:
                     first = time.perf_counter() - start
                 text += c["text"]
                 reason = c["finish_reason"] or reason
-    return {"text": text, "reason": reason, "usage": usage, "done": done, "latency": time.perf_counter() - start,
-            "ttft": first if first is not None else float("nan")}  # fmt: skip
+    return {
+        "text": text,
+        "reason": reason,
+        "usage": usage,
+        "done": done,
+        "latency": time.perf_counter() - start,
+        "ttft": first if first is not None else float("nan"),
+    }
 
 
 async def run_clients(url: str, bodies: list[dict], timeout: float) -> tuple[list[dict], float]:
@@ -97,10 +112,26 @@ def start_server(model: Path, max_batch: int, max_queue: int, threads: int | Non
     port = free_port()
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpt1", "serve", "--model", str(model), "--port", str(port), "--max-batch", str(max_batch),
-         "--max-queue", str(max_queue), "--name", "bench"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "gpt1",
+            "serve",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--max-batch",
+            str(max_batch),
+            "--max-queue",
+            str(max_queue),
+            "--name",
+            "bench",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while True:
@@ -134,12 +165,16 @@ def measure(model: Path, max_batch: int, bodies: list[dict], timeout: float, thr
     latencies = sorted(r["latency"] for r in results)
     steps = after["steps"] - before["steps"]
     return {
-        "results": results, "wall": wall, "tokens": tokens, "throughput": tokens / wall,
-        "requests_per_s": len(results) / wall, "p50": statistics.median(latencies),
+        "results": results,
+        "wall": wall,
+        "tokens": tokens,
+        "throughput": tokens / wall,
+        "requests_per_s": len(results) / wall,
+        "p50": statistics.median(latencies),
         "p95": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
         "ttft_p50": statistics.median(r["ttft"] for r in results),
         "rows_per_step": (after["rows_decoded"] - before["rows_decoded"]) / max(steps, 1),
-    }  # fmt: skip
+    }
 
 
 def check(off: dict, on: dict, bodies: list[dict]) -> list[str]:
@@ -148,10 +183,14 @@ def check(off: dict, on: dict, bodies: list[dict]) -> list[str]:
     for name, run in (("off", off), ("on", on)):
         for i, (r, b) in enumerate(zip(run["results"], bodies)):
             if not r["done"] or r["reason"] != "length" or r["usage"]["completion_tokens"] != b["max_tokens"]:
-                problems.append(f"batching {name}, client {i}: incomplete ({r['reason']}, {r['usage']}, done={r['done']})")
+                problems.append(
+                    f"batching {name}, client {i}: incomplete ({r['reason']}, {r['usage']}, done={r['done']})"
+                )
     for i, (a, b) in enumerate(zip(off["results"], on["results"])):
         if a["text"] != b["text"]:
-            problems.append(f"client {i}: batched text differs from unbatched:\n  off: {a['text']!r}\n  on:  {b['text']!r}")
+            problems.append(
+                f"client {i}: batched text differs from unbatched:\n  off: {a['text']!r}\n  on:  {b['text']!r}"
+            )
     texts = [r["text"] for r in on["results"]]
     if len(set(texts)) < len(texts):
         problems.append(f"only {len(set(texts))} distinct outputs for {len(texts)} different prompts")
@@ -203,8 +242,10 @@ def main() -> int:
         print(f"| {name:<22} | {fmt.format(a):>26} | {fmt.format(b):>26} | {b / a if a else float('nan'):>8.2f} |")
     n_on, n_off = sum(r["done"] for r in on["results"]), sum(r["done"] for r in off["results"])
     same = not any("differs" in p for p in problems)
-    print(f"\n{n_on}/{len(bodies)} requests completed with batching on, {n_off}/{len(bodies)} with it off; "
-          f"outputs identical across settings: {same}")
+    print(
+        f"\n{n_on}/{len(bodies)} requests completed with batching on, {n_off}/{len(bodies)} with it off; "
+        f"outputs identical across settings: {same}"
+    )
     for p in problems:
         print("PROBLEM:", p)
     return 1 if problems else 0

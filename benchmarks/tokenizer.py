@@ -23,8 +23,14 @@ def measure(name: str, encode, texts: list[str]) -> dict:
     n_tokens = sum(len(encode(t)) for t in texts)
     seconds = time.perf_counter() - start
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
-    return {"name": name, "texts": len(texts), "mb": mb, "s": seconds, "mb_s": mb / seconds,
-            "tok_s": n_tokens / seconds}
+    return {
+        "name": name,
+        "texts": len(texts),
+        "mb": mb,
+        "s": seconds,
+        "mb_s": mb / seconds,
+        "tok_s": n_tokens / seconds,
+    }
 
 
 def main() -> None:
@@ -58,8 +64,10 @@ def main() -> None:
     reference = rows[0]["mb_s"]
     print(f"{'tokenizer':42} {'texts':>7} {'MB':>6} {'s':>7} {'MB/s':>7} {'tokens/s':>10} {'x HF slow':>9}")
     for r in rows:
-        print(f"{r['name']:42} {r['texts']:7d} {r['mb']:6.2f} {r['s']:7.2f} {r['mb_s']:7.3f} {r['tok_s']:10.0f} "
-              f"{r['mb_s'] / reference:9.1f}")
+        print(
+            f"{r['name']:42} {r['texts']:7d} {r['mb']:6.2f} {r['s']:7.2f} {r['mb_s']:7.3f} {r['tok_s']:10.0f} "
+            f"{r['mb_s'] / reference:9.1f}"
+        )
     print(f"identical ids to HF slow on {same}/{len(sample)} sampled jokes")
 
 

@@ -36,7 +36,7 @@ from gpt1.allocator import keep_freed_memory  # noqa: E402
 from gpt1.checkpoint import ours_to_hf  # noqa: E402
 from gpt1.data.corpus import BlockSampler  # noqa: E402
 from gpt1.demo import DEMO_SIZES  # noqa: E402
-from gpt1.train import Trainer, TrainConfig, cpu_has_bf16, param_groups, resolve_precision  # noqa: E402
+from gpt1.train import TrainConfig, Trainer, cpu_has_bf16, param_groups, resolve_precision  # noqa: E402
 
 
 # ---- measuring ----------------------------------------------------------------------------------------------------
@@ -161,10 +161,29 @@ class _NoSaveTrainer(Trainer):
         return None
 
 
-def run_ours(model: GPT, tokens: np.ndarray, batch: int, seq: int, steps: int, warm: int, precision: str,
-             device: torch.device, compile: bool) -> tuple[float, int]:  # fmt: skip
-    cfg = TrainConfig(max_steps=warm + steps, warmup_steps=1, lr=1e-4, log_every=1, eval_every=10**9,
-                      save_every=10**9, precision=precision, device=str(device), compile=compile, progress=False)  # fmt: skip
+def run_ours(
+    model: GPT,
+    tokens: np.ndarray,
+    batch: int,
+    seq: int,
+    steps: int,
+    warm: int,
+    precision: str,
+    device: torch.device,
+    compile: bool,
+) -> tuple[float, int]:
+    cfg = TrainConfig(
+        max_steps=warm + steps,
+        warmup_steps=1,
+        lr=1e-4,
+        log_every=1,
+        eval_every=10**9,
+        save_every=10**9,
+        precision=precision,
+        device=str(device),
+        compile=compile,
+        progress=False,
+    )
     with tempfile.TemporaryDirectory() as out:
         trainer = _NoSaveTrainer(model, cfg, BlockSampler(tokens, seq, batch, rank=0, world_size=1), out)
         with PeakMemory(device) as mem:
@@ -175,8 +194,9 @@ def run_ours(model: GPT, tokens: np.ndarray, batch: int, seq: int, steps: int, w
     return batch * seq * len(timed) / seconds, mem.peak
 
 
-def run_hf(model: GPT, tokens: np.ndarray, batch: int, seq: int, steps: int, warm: int, precision: str,
-           device: torch.device) -> tuple[float, int]:  # fmt: skip
+def run_hf(
+    model: GPT, tokens: np.ndarray, batch: int, seq: int, steps: int, warm: int, precision: str, device: torch.device
+) -> tuple[float, int]:
     from transformers import OpenAIGPTConfig, OpenAIGPTLMHeadModel
 
     hf = OpenAIGPTLMHeadModel(OpenAIGPTConfig(**model.config.to_hf_dict()))
@@ -222,14 +242,18 @@ def main() -> None:
     steps = args.steps or (2 if args.quick else 3)
     # gpt1 demo's two models, then the CPU presets with a learned 8k vocabulary and with GPT-1's
     small_shapes = "demo-quick:16:64,demo:16:128,tiny:32:128:8001,tiny:32:128,mini:16:256:8001,mini:16:256"
-    shapes = args.shapes or (f"{small_shapes},gpt1:4:512" if args.quick else f"{small_shapes},small:4:512,gpt1:8:128,gpt1:4:512")
+    shapes = args.shapes or (
+        f"{small_shapes},gpt1:4:512" if args.quick else f"{small_shapes},small:4:512,gpt1:8:128,gpt1:4:512"
+    )
     if on_gpu and args.shapes is None:
         shapes = "small:16:512,gpt1:16:512" if args.quick else "small:16:512,gpt1:8:512,gpt1:16:512"
     precisions = (args.precisions or ("bf16" if on_gpu else "fp32,bf16")).split(",")
     peaks = {p: matmul_peak(device, torch.bfloat16 if p == "bf16" else torch.float32) for p in precisions}
     name = torch.cuda.get_device_name(device) if on_gpu else f"CPU, {torch.get_num_threads()} threads, {cpu_features()}"
-    print(f"device: {name}; torch {torch.__version__}; measured matmul peak: "
-          + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))  # fmt: skip
+    print(
+        f"device: {name}; torch {torch.__version__}; measured matmul peak: "
+        + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items())
+    )
     print(f"{steps} timed steps after {args.warm} warm-up step(s) per run; same weights, batches, AdamW, clipping\n")
     header = f"{'preset':<10}{'batch':>9} {'prec':<5}{'impl':<14}{'tokens/s':>10}{'peak MiB':>10}{'MFU':>7}"
     print(header + f"{'speed x':>9}{'memory x':>10}")
@@ -247,7 +271,9 @@ def main() -> None:
             cfg = GPT1Config(**{**arch, "vocab_size": size["vocab"] + 1, **overrides})
         else:
             cfg = GPT1Config.from_preset(preset, **overrides)
-        runs += [(f"{preset}/{cfg.vocab_size / 1000:.3g}k", cfg, int(batch), int(seq), precision) for precision in precisions]
+        runs += [
+            (f"{preset}/{cfg.vocab_size / 1000:.3g}k", cfg, int(batch), int(seq), precision) for precision in precisions
+        ]
 
     def tokens(cfg: GPT1Config) -> np.ndarray:
         return rng.integers(0, cfg.vocab_size, 2_000_000).astype(np.uint16)
@@ -265,18 +291,24 @@ def main() -> None:
     # peaked ~0.9 GB higher than the same run first in the process).
     results = {}  # (run index, impl) -> (tokens/s, peak bytes)
     for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
-        results[i, "transformers"] = run_hf(fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device)
+        results[i, "transformers"] = run_hf(
+            fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device
+        )
         _trim()
     if device.type == "cpu":
         keep_freed_memory()
     impls = [("gpt1 Trainer", False)] + ([("gpt1 +compile", True)] if args.compile else [])
     for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
         for label, comp in impls:
-            results[i, label] = run_ours(fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device, comp)
+            results[i, label] = run_ours(
+                fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device, comp
+            )
             _trim()
     if device.type == "cpu":
         for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
-            results[i, "transformers+"] = run_hf(fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device)
+            results[i, "transformers+"] = run_hf(
+                fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device
+            )
             _trim()
     labels = ["transformers"] + (["transformers+"] if device.type == "cpu" else []) + [label for label, _ in impls]
     for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
@@ -285,14 +317,21 @@ def main() -> None:
             tps, mem = results[i, label]
             mfu = tps * flops_per_token(cfg, seq) / peaks[precision]
             ratio = "" if label == "transformers" else f"{tps / hf_tps:>8.2f}x{hf_mem / max(mem, 1):>9.2f}x"
-            print(f"{preset:<10}{f'{batch}x{seq}':>9} {precision:<5}{label:<14}{tps:>10.0f}{mem / 2**20:>10.0f}"
-                  f"{mfu:>7.1%} {ratio}", flush=True)  # fmt: skip
+            print(
+                f"{preset:<10}{f'{batch}x{seq}':>9} {precision:<5}{label:<14}{tps:>10.0f}{mem / 2**20:>10.0f}"
+                f"{mfu:>7.1%} {ratio}",
+                flush=True,
+            )
         if device.type == "cpu":
             (plus_tps, plus_mem), (our_tps, our_mem) = results[i, "transformers+"], results[i, "gpt1 Trainer"]
-            print(f"{'':<25}gpt1 Trainer vs transformers+: {our_tps / plus_tps:.2f}x speed, "
-                  f"{plus_mem / max(our_mem, 1):.2f}x memory")  # fmt: skip
+            print(
+                f"{'':<25}gpt1 Trainer vs transformers+: {our_tps / plus_tps:.2f}x speed, "
+                f"{plus_mem / max(our_mem, 1):.2f}x memory"
+            )
     if {"fp32", "bf16"} <= set(precisions):
-        print(f"\n--precision auto on this {'GPU' if on_gpu else 'CPU'} (native bf16: {cpu_has_bf16() if not on_gpu else True}):")
+        print(
+            f"\n--precision auto on this {'GPU' if on_gpu else 'CPU'} (native bf16: {cpu_has_bf16() if not on_gpu else True}):"
+        )
         for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
             if precision != "fp32":
                 continue
@@ -300,11 +339,15 @@ def main() -> None:
             fp32, bf16 = results[i, "gpt1 Trainer"][0], results[j, "gpt1 Trainer"][0]
             pick = resolve_precision("auto", device)
             chosen = bf16 if pick is torch.bfloat16 else fp32
-            print(f"  {preset:<9}{f'{batch}x{seq}':>9}: picks {'bf16' if pick is torch.bfloat16 else 'fp32'}; "
-                  f"bf16 is {bf16 / fp32:.2f}x fp32; auto is {chosen / fp32:.2f}x fp32")  # fmt: skip
+            print(
+                f"  {preset:<9}{f'{batch}x{seq}':>9}: picks {'bf16' if pick is torch.bfloat16 else 'fp32'}; "
+                f"bf16 is {bf16 / fp32:.2f}x fp32; auto is {chosen / fp32:.2f}x fp32"
+            )
     print("\nspeed x = our tokens/s over transformers'; memory x = transformers' peak over ours (higher is better).")
-    print("transformers = glibc malloc defaults; transformers+ = the same loop after our Trainer switched the process to "
-          "reusing freed memory (gpt1/allocator.py).")
+    print(
+        "transformers = glibc malloc defaults; transformers+ = the same loop after our Trainer switched the process to "
+        "reusing freed memory (gpt1/allocator.py)."
+    )
 
 
 if __name__ == "__main__":

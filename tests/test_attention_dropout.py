@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from gpt1 import GPT, GPT1Config
-from gpt1.dropout import quantized_p
 from gpt1.attention_dropout import CHUNK, _ChunkedAttentionDropout, causal_attention_dropout, chunk_keep_mask
+from gpt1.dropout import quantized_p
 
 
 def reference(q, k, v, p, seed, bias=None):

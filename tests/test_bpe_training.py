@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_shared
 
+from conftest import require_shared
 from gpt1 import Tokenizer
 from gpt1.bpe_training import NEWLINE, learn_bpe, train_tokenizer
 from gpt1.demo import demo_jokes
@@ -35,8 +35,9 @@ def test_same_texts_give_the_same_files_in_every_process(tmp_path):
     vocabulary byte for byte as this one; `tokenizers`' own trainer did not (ties broken in hash-map order)."""
     out = tmp_path / "other"
     seed = "1" if os.environ.get("PYTHONHASHSEED") != "1" else "2"
-    subprocess.run([sys.executable, "-c", LEARN, str(out)], env={**os.environ, "PYTHONHASHSEED": seed}, check=True,
-                   timeout=300)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", LEARN, str(out)], env={**os.environ, "PYTHONHASHSEED": seed}, check=True, timeout=300
+    )
     here = tmp_path / "here"
     train_tokenizer(demo_jokes(), 700, special_tokens=["<|endoftext|>"]).save_pretrained(here)
     assert _digest(here) == _digest(out)
@@ -97,8 +98,20 @@ def test_prepare_vocab_size_learns_a_tokenizer_and_pretraining_uses_it_offline(t
 
     env_offline = {"HF_HUB_OFFLINE": "1"}
     os.environ.update(env_offline)
-    r = _cli("pretrain", "--data", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "run"), "--max-steps", "3",
-             "--batch-tokens", "256", "--no-progress")  # fmt: skip
+    r = _cli(
+        "pretrain",
+        "--data",
+        str(corpus),
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "3",
+        "--batch-tokens",
+        "256",
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["vocab_size"] == 501

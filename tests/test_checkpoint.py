@@ -76,18 +76,48 @@ def write_original_release(path, arrays, n_files=10):
 def test_original_npy_release_matches_hf_names(tmp_path, ids):
     rng = np.random.default_rng(0)
     e, n_pos, vocab, layers = 64, 32, 300, 2
-    layer_shapes = [(1, e, 3 * e), (3 * e,), (1, e, e), (e,), (e,), (e,), (1, e, 4 * e), (4 * e,), (1, 4 * e, e), (e,), (e,), (e,)]
+    layer_shapes = [
+        (1, e, 3 * e),
+        (3 * e,),
+        (1, e, e),
+        (e,),
+        (e,),
+        (e,),
+        (1, e, 4 * e),
+        (4 * e,),
+        (1, 4 * e, e),
+        (e,),
+        (e,),
+        (e,),
+    ]
     arrays = [rng.normal(0, 0.02, (n_pos, e)), rng.normal(0, 0.02, (vocab, e))]
     arrays += [rng.normal(0, 0.1, s) for _ in range(layers) for s in layer_shapes]
     arrays = [a.astype(np.float32) for a in arrays]
     write_original_release(tmp_path / "release", arrays)
     ours = GPT.from_pretrained(tmp_path / "release")
-    assert (ours.config.n_layer, ours.config.n_embd, ours.config.vocab_size, ours.config.n_positions) == (2, 64, 300, 32)
+    assert (ours.config.n_layer, ours.config.n_embd, ours.config.vocab_size, ours.config.n_positions) == (
+        2,
+        64,
+        300,
+        32,
+    )
 
     # The same arrays placed into HF's model under HF's names (what HF's own TF-era converter does).
     hf = transformers.OpenAIGPTLMHeadModel(hf_config(n_head=ours.config.n_head)).eval()
-    names = ["attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias", "ln_1.weight", "ln_1.bias",
-             "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias", "ln_2.weight", "ln_2.bias"]  # fmt: skip
+    names = [
+        "attn.c_attn.weight",
+        "attn.c_attn.bias",
+        "attn.c_proj.weight",
+        "attn.c_proj.bias",
+        "ln_1.weight",
+        "ln_1.bias",
+        "mlp.c_fc.weight",
+        "mlp.c_fc.bias",
+        "mlp.c_proj.weight",
+        "mlp.c_proj.bias",
+        "ln_2.weight",
+        "ln_2.bias",
+    ]
     state = {"transformer.positions_embed.weight": arrays[0], "transformer.tokens_embed.weight": arrays[1]}
     for j, a in enumerate(arrays[2:]):
         state[f"transformer.h.{j // 12}.{names[j % 12]}"] = a.reshape(a.shape[1:]) if a.ndim == 3 else a

@@ -14,7 +14,11 @@ from gpt1.cli import main
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "gpt1", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300
+        [sys.executable, "-m", "gpt1", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
     )
 
 
@@ -34,7 +38,11 @@ def test_info_preset(capsys):
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path):
-    for args in (["info", str(tmp_path / "missing")], ["convert", str(tmp_path), str(tmp_path / "o")], ["info", "preset:huge"]):
+    for args in (
+        ["info", str(tmp_path / "missing")],
+        ["convert", str(tmp_path), str(tmp_path / "o")],
+        ["info", "preset:huge"],
+    ):
         r = run_cli(*args)
         assert r.returncode == 2, r.stderr
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -70,5 +78,7 @@ def test_hub_id_resolves_from_local_cache_offline(tmp_path):
 
 
 def test_float16_is_refused_on_cpu(vocab_dir):
-    r = run_cli("generate", "--model", "preset:tiny", "--tokenizer", str(vocab_dir), "--prompt", "hi", "--dtype", "float16")
+    r = run_cli(
+        "generate", "--model", "preset:tiny", "--tokenizer", str(vocab_dir), "--prompt", "hi", "--dtype", "float16"
+    )
     assert r.returncode == 2 and "slower than float32 on a CPU" in r.stderr and "Traceback" not in r.stderr

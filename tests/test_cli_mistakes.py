@@ -18,11 +18,13 @@ import torch
 
 from gpt1 import GPT, GPT1Config
 
+
 def gpt1(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "gpt1", *args], capture_output=True, text=True, env=full_env, cwd=cwd,
-                       timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "gpt1", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=120
+    )
     r.elapsed = time.perf_counter() - t0
     return r
 
@@ -75,56 +77,109 @@ _NO_HUB = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": "{hub}"}  # nothing cached, no
 # name: (arguments, fragments of the one stderr line, extra environment)
 CASES = {
     # offline hub fallbacks: within seconds, one line, the flag to pass instead
-    "hub-tokenize": (["tokenize", "hello"], ["no --tokenizer given", "--tokenizer DIR", "encoder_bpe_40000.json"],
-                     _NO_HUB),
-    "hub-finetune-lm-preset": (["finetune-lm", "--preset", "tiny", "--data", "{data}/jokes.csv", "--text-column",
-                                "Joke", "--out", "{out}"],
-                               ["no --tokenizer given", "--tokenizer DIR"], _NO_HUB),
-    "hub-demo-model": (["demo", "--model", "openai-community/openai-gpt", "--out", "{out}"],
-                       ["--model openai-community/openai-gpt", "without --model", "trains offline"], _NO_HUB),
-    "hub-path-like-model": (["generate", "--model", "runs/nope", "--prompt", "hi"],
-                            ["--model runs/nope: no such directory", "hub"], _NO_HUB),
+    "hub-tokenize": (
+        ["tokenize", "hello"],
+        ["no --tokenizer given", "--tokenizer DIR", "encoder_bpe_40000.json"],
+        _NO_HUB,
+    ),
+    "hub-finetune-lm-preset": (
+        ["finetune-lm", "--preset", "tiny", "--data", "{data}/jokes.csv", "--text-column", "Joke", "--out", "{out}"],
+        ["no --tokenizer given", "--tokenizer DIR"],
+        _NO_HUB,
+    ),
+    "hub-demo-model": (
+        ["demo", "--model", "openai-community/openai-gpt", "--out", "{out}"],
+        ["--model openai-community/openai-gpt", "without --model", "trains offline"],
+        _NO_HUB,
+    ),
+    "hub-path-like-model": (
+        ["generate", "--model", "runs/nope", "--prompt", "hi"],
+        ["--model runs/nope: no such directory", "hub"],
+        _NO_HUB,
+    ),
     # without HF_HUB_OFFLINE, a hub that refuses connections is noticed by one short probe, not 25 s of retries
-    "hub-unreachable": (["tokenize", "hello"], ["no --tokenizer given", "127.0.0.1 cannot be reached"],
-                        {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": "{hub}", "HF_HUB_OFFLINE": "0",
-                         **{v: "" for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                                            "all_proxy")}}),  # fmt: skip
-    "unknown-preset": (["pretrain", "--preset", "huge", "--data", "{data}/text.txt", "--out", "{out}"],
-                       ["--preset 'huge' is not a preset", "gpt1, small, mini, tiny"], _NO_HUB),
+    "hub-unreachable": (
+        ["tokenize", "hello"],
+        ["no --tokenizer given", "127.0.0.1 cannot be reached"],
+        {
+            "HF_ENDPOINT": "http://127.0.0.1:9",
+            "HF_HUB_CACHE": "{hub}",
+            "HF_HUB_OFFLINE": "0",
+            **{v: "" for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")},
+        },
+    ),
+    "unknown-preset": (
+        ["pretrain", "--preset", "huge", "--data", "{data}/text.txt", "--out", "{out}"],
+        ["--preset 'huge' is not a preset", "gpt1, small, mini, tiny"],
+        _NO_HUB,
+    ),
     # output paths, checked before the work
-    "out-is-a-file": ([*_FT, "--data", "{data}/jokes.csv", "--out", "{afile}"],
-                      ["--out {afile}: is an existing file"], None),
-    "out-under-a-file": ([*_FT, "--data", "{data}/jokes.csv", "--out", "{afile}/run"],
-                         ["--out {afile}/run:", "is a file, so nothing can be created under it"], None),
-    "out-unwritable": ([*_FT, "--data", "{data}/jokes.csv", "--out", "/sys/gpt1-test-run"],
-                       ["--out /sys/gpt1-test-run: cannot write in /sys"], None),
-    "output-unwritable": (["evaluate", "--model", "{model}", "--perplexity", "{data}/text.txt", "--output",
-                           "/sys/gpt1-test.json"], ["--output /sys/gpt1-test.json: cannot write in /sys"], None),
+    "out-is-a-file": (
+        [*_FT, "--data", "{data}/jokes.csv", "--out", "{afile}"],
+        ["--out {afile}: is an existing file"],
+        None,
+    ),
+    "out-under-a-file": (
+        [*_FT, "--data", "{data}/jokes.csv", "--out", "{afile}/run"],
+        ["--out {afile}/run:", "is a file, so nothing can be created under it"],
+        None,
+    ),
+    "out-unwritable": (
+        [*_FT, "--data", "{data}/jokes.csv", "--out", "/sys/gpt1-test-run"],
+        ["--out /sys/gpt1-test-run: cannot write in /sys"],
+        None,
+    ),
+    "output-unwritable": (
+        ["evaluate", "--model", "{model}", "--perplexity", "{data}/text.txt", "--output", "/sys/gpt1-test.json"],
+        ["--output /sys/gpt1-test.json: cannot write in /sys"],
+        None,
+    ),
     # text-file arguments
-    "prompt-file-dir": (["generate", "--model", "{model}", "--prompt-file", "{data}/adir"],
-                        ["--prompt-file {data}/adir: a directory, not a file"], None),
-    "prompt-file-latin1": (["generate", "--model", "{model}", "--prompt-file", "{data}/latin1.txt"],
-                           ["--prompt-file {data}/latin1.txt: not UTF-8 (byte 0xe9 at offset 3)"], None),
-    "perplexity-dir": (["evaluate", "--model", "{model}", "--perplexity", "{data}/adir"],
-                       ["--perplexity {data}/adir: a directory, not a file"], None),
+    "prompt-file-dir": (
+        ["generate", "--model", "{model}", "--prompt-file", "{data}/adir"],
+        ["--prompt-file {data}/adir: a directory, not a file"],
+        None,
+    ),
+    "prompt-file-latin1": (
+        ["generate", "--model", "{model}", "--prompt-file", "{data}/latin1.txt"],
+        ["--prompt-file {data}/latin1.txt: not UTF-8 (byte 0xe9 at offset 3)"],
+        None,
+    ),
+    "perplexity-dir": (
+        ["evaluate", "--model", "{model}", "--perplexity", "{data}/adir"],
+        ["--perplexity {data}/adir: a directory, not a file"],
+        None,
+    ),
     # data files that say what is wrong with them
     "data-empty-csv": ([*_FT, "--data", "{data}/empty.csv"], ["empty.csv: the file is empty"], None),
     "data-header-only": ([*_FT, "--data", "{data}/header.csv"], ["header.csv: has a header line but no rows"], None),
     "data-latin1-csv": ([*_FT, "--data", "{data}/latin1.csv"], ["latin1.csv: not UTF-8 (byte 0xe9 at offset 8)"], None),
-    "data-binary-txt": ([*_FT, "--data", "{data}/binary.txt"], ["binary.txt: not UTF-8 (byte 0x80 at offset 128)"],
-                        None),
+    "data-binary-txt": (
+        [*_FT, "--data", "{data}/binary.txt"],
+        ["binary.txt: not UTF-8 (byte 0x80 at offset 128)"],
+        None,
+    ),
     # nonsense values, refused by their flag
     "num-beams": ([*_GEN, "--num-beams", "0"], ["--num-beams 0 is invalid"], None),
     "num-samples": ([*_GEN, "--num-samples", "0"], ["--num-samples 0 is invalid"], None),
     "temperature-nan": ([*_GEN, "--temperature", "nan"], ["--temperature nan is invalid"], None),
-    "truncate-left": (["generate", "--model", "{model}", "--prompt", "a " * 60, "--max-new-tokens", "10"],
-                      ["lower --max-new-tokens, or pass --truncate-left."], None),
+    "truncate-left": (
+        ["generate", "--model", "{model}", "--prompt", "a " * 60, "--max-new-tokens", "10"],
+        ["lower --max-new-tokens, or pass --truncate-left."],
+        None,
+    ),
     "device": ([*_GEN, "--device", "tpu"], ["--device 'tpu' is not a device"], None),
-    "stride": (["evaluate", "--model", "{model}", "--perplexity", "{data}/text.txt", "--stride", "0"],
-               ["--stride 0 must be in 1..64"], None),
+    "stride": (
+        ["evaluate", "--model", "{model}", "--perplexity", "{data}/text.txt", "--stride", "0"],
+        ["--stride 0 must be in 1..64"],
+        None,
+    ),
     "demo-lr": (["demo", "--lr", "0", "--out", "{out}"], ["--lr 0.0 is invalid"], None),
-    "max-length": ([*_FT_JOKES, "--max-length", "100000"],
-                   ["--max-length 100000 is outside this model's range: use 2..64"], None),
+    "max-length": (
+        [*_FT_JOKES, "--max-length", "100000"],
+        ["--max-length 100000 is outside this model's range: use 2..64"],
+        None,
+    ),
     "lr": ([*_FT_JOKES, "--lr", "-1"], ["--lr -1.0 is invalid"], None),
 }
 
@@ -137,8 +192,13 @@ def case_results(files, tmp_path_factory) -> dict:
     outs = tmp_path_factory.mktemp("case-outs")
 
     def run(name):
-        fill = {"model": files["model"], "data": files["data"], "out": outs / name, "afile": files["afile"],
-                "hub": outs / f"{name}-hub"}  # fmt: skip
+        fill = {
+            "model": files["model"],
+            "data": files["data"],
+            "out": outs / name,
+            "afile": files["afile"],
+            "hub": outs / f"{name}-hub",
+        }
         args, expected, env = CASES[name]
         env = {k: v.format(**fill) for k, v in (env or {}).items()}
         r = gpt1(*[a.format(**fill) for a in args], env=env, cwd=outs)
@@ -178,7 +238,10 @@ def test_config_file_values_get_the_flags_types(files, tmp_path):
     parser = verb_parser(build_parser(), "pretrain")
     # YAML reads 3e-4 (no dot) as a string and quoted numbers as strings: both become the flag's type
     assert coerce_settings({"max_steps": "10", "lr": "3e-4", "compile": True}, parser, "f") == {
-        "max_steps": 10, "lr": 3e-4, "compile": True}  # fmt: skip
+        "max_steps": 10,
+        "lr": 3e-4,
+        "compile": True,
+    }
     with pytest.raises(UserError, match=r"--schedule 'cos' \(from f\) is invalid: use one of cosine, linear, constant"):
         coerce_settings({"schedule": "cos"}, parser, "f")
     with pytest.raises(UserError, match="takes true or false"):
@@ -222,11 +285,21 @@ def test_reader_says_empty_and_blank_for_text_files(tmp_path):
 def test_flagify_names_flags_not_python_arguments():
     from gpt1.cli_checks import flagify
 
-    flags = {"max_new_tokens": "--max-new-tokens", "truncate_left": "--truncate-left", "lr": "--lr",
-             "resume": "--resume", "max_steps": "--max-steps"}  # fmt: skip
+    flags = {
+        "max_new_tokens": "--max-new-tokens",
+        "truncate_left": "--truncate-left",
+        "lr": "--lr",
+        "resume": "--resume",
+        "max_steps": "--max-steps",
+    }
     assert flagify("max_new_tokens=10 is too many; lower max_new_tokens, or pass truncate_left=True.", flags) == (
-        "--max-new-tokens 10 is too many; lower --max-new-tokens, or pass --truncate-left.")  # fmt: skip
+        "--max-new-tokens 10 is too many; lower --max-new-tokens, or pass --truncate-left."
+    )
     assert flagify("Invalid training settings: lr=-1.0 must be > 0; resume='auto'.", flags) == (
-        "Invalid training settings: --lr -1.0 must be > 0; --resume auto.")  # fmt: skip
+        "Invalid training settings: --lr -1.0 must be > 0; --resume auto."
+    )
     # paths and file names that contain a flag's Python name are left alone
-    assert flagify("runs/lr=1/x and max_steps.csv and data/max_steps/x", flags) == "runs/lr=1/x and max_steps.csv and data/max_steps/x"
+    assert (
+        flagify("runs/lr=1/x and max_steps.csv and data/max_steps/x", flags)
+        == "runs/lr=1/x and max_steps.csv and data/max_steps/x"
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require_shared
 from gpt1.data.corpus import (
     EOT_TOKEN,
     BlockSampler,
@@ -19,8 +20,6 @@ from gpt1.data.corpus import (
     val_batches,
 )
 from gpt1.tokenizer import Tokenizer
-
-from conftest import require_shared
 
 WORDS = "the a cat sat on mat dog ran far away and then came back home to sleep".split()
 
@@ -179,9 +178,24 @@ def test_cli_prepare_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("gpt1 prepare: error: ") and "no column 'text'" in err[-1]
     assert not any("Traceback" in line for line in err)
-    rc = main(["prepare", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "c"), "--tokenizer", str(vocab),
-               "--text-column", "body", "--num-proc", "1"])  # fmt: skip
-    assert rc == 0 and read_meta(tmp_path / "c")["train_tokens"] + read_meta(tmp_path / "c")["val_tokens"] == 2  # x</w>, eot
+    rc = main(
+        [
+            "prepare",
+            "--data",
+            str(tmp_path / "d.jsonl"),
+            "--out",
+            str(tmp_path / "c"),
+            "--tokenizer",
+            str(vocab),
+            "--text-column",
+            "body",
+            "--num-proc",
+            "1",
+        ]
+    )
+    assert (
+        rc == 0 and read_meta(tmp_path / "c")["train_tokens"] + read_meta(tmp_path / "c")["val_tokens"] == 2
+    )  # x</w>, eot
 
 
 # ---- sampling ------------------------------------------------------------------------------------------------

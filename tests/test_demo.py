@@ -46,8 +46,16 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     rc = main(["demo", "--quick", "--out", str(out), "--steps", "12", "--num-jokes", "3"])
     printed = capsys.readouterr().out
     assert rc == 0
-    for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "loss.png", "metrics.jsonl",
-                 "samples.jsonl", "run_config.json"):  # fmt: skip
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+        "loss.png",
+        "metrics.jsonl",
+        "samples.jsonl",
+        "run_config.json",
+    ):
         assert (out / name).exists(), name
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     val = [r["val_loss"] for r in rows if "val_loss" in r]

@@ -48,8 +48,9 @@ def test_demo_refuses_to_replace_a_run_that_is_not_a_demo(tmp_path, capsys):
 def test_ctrl_c_exits_130_with_the_resume_command_and_resume_keeps_the_tokenizer(tmp_path, capsys):
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "gpt1", "demo", "--quick", "--out", str(out), "--steps", "300", "--num-jokes", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
     deadline = time.time() + 180
     while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().strip()):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
@@ -61,7 +62,9 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_resume_keeps_the_tokenizer
     assert f"interrupted at step {step}; the checkpoint is in {out}" in stdout and "new jokes" not in stdout
     assert f"resume with: gpt1 demo --out {out} --quick --steps 300 --resume auto" in stderr
     tokenizer = {name: digest(out / name) for name in ("vocab.json", "merges.txt")}
-    assert main(["demo", "--quick", "--out", str(out), "--steps", str(step + 2), "--resume", "auto",
-                 "--num-jokes", "1"]) == 0  # fmt: skip
+    assert (
+        main(["demo", "--quick", "--out", str(out), "--steps", str(step + 2), "--resume", "auto", "--num-jokes", "1"])
+        == 0
+    )
     assert f"resumed from {out / 'checkpoints' / f'step_{step:07d}'} at step {step}" in capsys.readouterr().out
     assert {name: digest(out / name) for name in tokenizer} == tokenizer  # the run's own vocabulary, not a new one

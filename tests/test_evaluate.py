@@ -65,9 +65,15 @@ def test_continuation_logprobs_match_transformers():
     from gpt1.checkpoint import ours_to_hf
 
     c = model.config
-    hf = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(
-        vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-    )).eval()  # fmt: skip
+    hf = transformers.OpenAIGPTLMHeadModel(
+        transformers.OpenAIGPTConfig(
+            vocab_size=c.vocab_size,
+            n_positions=c.n_positions,
+            n_embd=c.n_embd,
+            n_layer=c.n_layer,
+            n_head=c.n_head,
+        )
+    ).eval()
     hf.load_state_dict(ours_to_hf(model.state_dict()), strict=False)
     hf.tie_weights()
     g = torch.Generator().manual_seed(1)
@@ -94,7 +100,10 @@ def test_perplexity_windows_score_every_token_once():
     model = _lm()
     text = "the quick brown fox jumps over the lazy dog. " * 3
     n = len(text)
-    results = [perplexity(model, _CharTok(), text, stride=s, max_length=32, batch_size=3, precision="fp32") for s in (32, 16, 7)]
+    results = [
+        perplexity(model, _CharTok(), text, stride=s, max_length=32, batch_size=3, precision="fp32")
+        for s in (32, 16, 7)
+    ]
     for r in results:
         assert r["scored_tokens"] == n - 1 and r["bytes"] == n
         assert r["bits_per_byte"] == pytest.approx(r["nll_per_token"] * (n - 1) / math.log(2) / n)
@@ -123,12 +132,23 @@ def test_zero_shot_heuristics_on_literal_examples(gpt1_tokenizer):
     assert res["scores"][0] == pytest.approx(float(logits[pos] - logits[neg]), abs=1e-4)
     assert res["predictions"][0] == int(logits[pos] > logits[neg])
     # dprd: each option substituted for "_", the rest of the sentence scored.
-    wino = [{"sentence": "The trophy did not fit in the case because _ was too big.", "options": ["the trophy", "the case"],
-             "label": 0}]  # fmt: skip
+    wino = [
+        {
+            "sentence": "The trophy did not fit in the case because _ was too big.",
+            "options": ["the trophy", "the case"],
+            "label": 0,
+        }
+    ]
     res = zero_shot(model, tok, "dprd", wino, precision="fp32")
-    expected = continuation_logprobs(model, [tok.encode("The trophy did not fit in the case because the trophy"),
-                                             tok.encode("The trophy did not fit in the case because the case")],
-                                     [tok.encode(" was too big.")] * 2, precision="fp32")  # fmt: skip
+    expected = continuation_logprobs(
+        model,
+        [
+            tok.encode("The trophy did not fit in the case because the trophy"),
+            tok.encode("The trophy did not fit in the case because the case"),
+        ],
+        [tok.encode(" was too big.")] * 2,
+        precision="fp32",
+    )
     np.testing.assert_allclose(res["scores"][0], expected, atol=1e-5)
     # rocstories / race: the answer with the higher average log-prob given the context.
     story = [{"context": "Tom was hungry.", "question": "", "choices": ["He ate.", "He flew."], "label": 0}]
@@ -161,15 +181,54 @@ def toy_task(tmp_path):
 
 def test_finetune_learns_and_evaluate_reports(toy_task, tmp_path, vocab_dir, capsys):
     run = tmp_path / "run"
-    argv = ["finetune", "--task", "classification", "--preset", "tiny", "--tokenizer", str(vocab_dir),
-            "--data", str(toy_task), "--text-column", "sentence", "--out", str(run), "--max-steps", "40",
-            "--batch-size", "16", "--lr", "1e-3", "--warmup-fraction", "0.1", "--eval-every", "20", "--log-every", "5",
-            "--val-fraction", "0.2", "--no-progress", "--precision", "fp32", "--lm-coef", "0"]  # fmt: skip
+    argv = [
+        "finetune",
+        "--task",
+        "classification",
+        "--preset",
+        "tiny",
+        "--tokenizer",
+        str(vocab_dir),
+        "--data",
+        str(toy_task),
+        "--text-column",
+        "sentence",
+        "--out",
+        str(run),
+        "--max-steps",
+        "40",
+        "--batch-size",
+        "16",
+        "--lr",
+        "1e-3",
+        "--warmup-fraction",
+        "0.1",
+        "--eval-every",
+        "20",
+        "--log-every",
+        "5",
+        "--val-fraction",
+        "0.2",
+        "--no-progress",
+        "--precision",
+        "fp32",
+        "--lm-coef",
+        "0",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "best accuracy" in out
-    for name in ("config.json", "model.safetensors", "vocab.json", "added_tokens.json", "metrics.jsonl", "loss.png",
-                 "run_config.json", "best/model.safetensors", "best/metrics.json"):  # fmt: skip
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "added_tokens.json",
+        "metrics.jsonl",
+        "loss.png",
+        "run_config.json",
+        "best/model.safetensors",
+        "best/metrics.json",
+    ):
         assert (run / name).exists(), name
     best = json.loads((run / "best" / "metrics.json").read_text())
     assert best["accuracy"] >= 0.9  # random guessing gives 0.5
@@ -179,16 +238,44 @@ def test_finetune_learns_and_evaluate_reports(toy_task, tmp_path, vocab_dir, cap
     assert cfg["gpt1_extra"]["task"]["label_names"] == ["bad", "good"] and cfg["vocab_size"] == 40481
 
     results = tmp_path / "results.json"
-    assert main(["evaluate", "--model", str(run / "best"), "--data", str(toy_task), "--text-column", "sentence",
-                 "--output", str(results), "--no-progress", "--max-examples", "100"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(run / "best"),
+                "--data",
+                str(toy_task),
+                "--text-column",
+                "sentence",
+                "--output",
+                str(results),
+                "--no-progress",
+                "--max-examples",
+                "100",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "accuracy" in table and "val_loss" in table
     res = json.loads(results.read_text())
     assert res["accuracy"] >= 0.9 and len(res["predictions"]) == 100 and set(res["predictions"]) <= {"good", "bad"}
 
     # Resuming a finished run continues from its last checkpoint; more steps extend it.
-    assert main([*argv[:argv.index("--max-steps")], "--max-steps", "42",
-                 *argv[argv.index("--max-steps") + 2 :], "--resume", "auto"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                *argv[: argv.index("--max-steps")],
+                "--max-steps",
+                "42",
+                *argv[argv.index("--max-steps") + 2 :],
+                "--resume",
+                "auto",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 42
 
@@ -197,16 +284,48 @@ def test_finetune_multiple_choice_with_the_aux_lm_loss(tmp_path, vocab_dir):
     from gpt1 import finetune
 
     path = tmp_path / "mc.jsonl"
-    path.write_text("".join(json.dumps({"context": f"story {i} begins", "choices": ["it ends well", "it ends badly"],
-                                        "label": i % 2}) + "\n" for i in range(24)))  # fmt: skip
-    res = finetune("multiple-choice", path, tmp_path / "mc", preset="tiny", tokenizer=str(vocab_dir), max_steps=3,
-                   batch_size=8, lm_coef=0.5, eval_every=3, progress=False, precision="fp32")  # fmt: skip
+    path.write_text(
+        "".join(
+            json.dumps({"context": f"story {i} begins", "choices": ["it ends well", "it ends badly"], "label": i % 2})
+            + "\n"
+            for i in range(24)
+        )
+    )
+    res = finetune(
+        "multiple-choice",
+        path,
+        tmp_path / "mc",
+        preset="tiny",
+        tokenizer=str(vocab_dir),
+        max_steps=3,
+        batch_size=8,
+        lm_coef=0.5,
+        eval_every=3,
+        progress=False,
+        precision="fp32",
+    )
     assert res["step"] == 3 and 0 <= res["accuracy"] <= 1 and math.isfinite(res["loss"])
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys, vocab_dir):
     assert main(["finetune", "--task", "sst3", "--preset", "tiny", "--data", "x.tsv", "--out", str(tmp_path)]) == 2
     assert "Unknown task 'sst3'" in capsys.readouterr().err
-    assert main(["finetune", "--task", "sst2", "--preset", "tiny", "--data", "./missing/SST-2", "--out",
-                 str(tmp_path / "r"), "--tokenizer", str(vocab_dir)]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "finetune",
+                "--task",
+                "sst2",
+                "--preset",
+                "tiny",
+                "--data",
+                "./missing/SST-2",
+                "--out",
+                str(tmp_path / "r"),
+                "--tokenizer",
+                str(vocab_dir),
+            ]
+        )
+        == 2
+    )
     assert "no such file" in capsys.readouterr().err

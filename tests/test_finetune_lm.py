@@ -11,19 +11,32 @@ import pytest
 import torch
 
 from gpt1 import GPT, GPT1Config
-from gpt1.data.text import (DynamicPaddingSource, FixedPaddingSource, PackedSource, add_eos_token, check_template,
-                            pack_examples, pack_rows, pad_batch, read_texts, split_examples, tokenize_examples)  # fmt: skip
+from gpt1.data.text import (
+    DynamicPaddingSource,
+    FixedPaddingSource,
+    PackedSource,
+    add_eos_token,
+    check_template,
+    pack_examples,
+    pack_rows,
+    pad_batch,
+    read_texts,
+    split_examples,
+    tokenize_examples,
+)
 from gpt1.finetune_lm import finetune_lm, packed_lm_loss
 
-JOKES = ["Why did the chicken cross the road? To get to the other side.",
-         "I told my wife she was drawing her eyebrows too high. She looked surprised.",
-         "What do you call a fish with no eyes? A fsh.",
-         "I'm reading a book about anti-gravity. It's impossible to put down!",
-         "Parallel lines have so much in common. It's a shame they'll never meet.",
-         "Why don't skeletons fight each other? They don't have the guts.",
-         "I used to be a banker, but I lost interest.",
-         "Knock knock.",
-         "What's orange and sounds like a parrot? A carrot."]  # fmt: skip
+JOKES = [
+    "Why did the chicken cross the road? To get to the other side.",
+    "I told my wife she was drawing her eyebrows too high. She looked surprised.",
+    "What do you call a fish with no eyes? A fsh.",
+    "I'm reading a book about anti-gravity. It's impossible to put down!",
+    "Parallel lines have so much in common. It's a shame they'll never meet.",
+    "Why don't skeletons fight each other? They don't have the guts.",
+    "I used to be a banker, but I lost interest.",
+    "Knock knock.",
+    "What's orange and sounds like a parrot? A carrot.",
+]
 
 
 def tiny_model(vocab_size: int = 300, seed: int = 0, n_positions: int = 64) -> GPT:
@@ -69,9 +82,11 @@ def test_padding_never_contributes_to_the_loss():
         # Extra padding columns of arbitrary (non-zero) ids must change nothing.
         extra = 7
         junk = torch.randint(1, 300, (len(examples), extra))
-        wider = {"input_ids": torch.cat([batch["input_ids"], junk], 1),
-                 "attention_mask": torch.cat([batch["attention_mask"], torch.zeros_like(junk)], 1),
-                 "labels": torch.cat([batch["labels"], torch.full_like(junk, -100)], 1)}  # fmt: skip
+        wider = {
+            "input_ids": torch.cat([batch["input_ids"], junk], 1),
+            "attention_mask": torch.cat([batch["attention_mask"], torch.zeros_like(junk)], 1),
+            "labels": torch.cat([batch["labels"], torch.full_like(junk, -100)], 1),
+        }
         loss_wider = model(**wider).loss
         reference = token_weighted_loss(model, examples)
     torch.testing.assert_close(loss_wider, loss, rtol=1e-6, atol=1e-6)
@@ -125,9 +140,9 @@ def test_bucketing_cuts_padding_and_sources_resume_exactly():
         return pads / total
 
     assert pad_share(DynamicPaddingSource(examples, 16, bucket=True)) < 0.5 * pad_share(
-        DynamicPaddingSource(examples, 16, bucket=False))
-    for make in (lambda: DynamicPaddingSource(examples, 16, seed=9),
-                 lambda: PackedSource(examples, 4, 128, seed=9)):  # fmt: skip
+        DynamicPaddingSource(examples, 16, bucket=False)
+    )
+    for make in (lambda: DynamicPaddingSource(examples, 16, seed=9), lambda: PackedSource(examples, 4, 128, seed=9)):
         a = make()
         for _ in range(a.steps_per_epoch + 3):  # across an epoch boundary
             a.next_batch()
@@ -211,11 +226,26 @@ def test_missing_column_error_lists_columns(tmp_path, capsys):
         read_texts(path, "joke")
     from gpt1.cli import main
 
-    rc = main(["finetune-lm", "--preset", "tiny", "--tokenizer", str(tmp_path), "--data", str(path), "--out",
-               str(tmp_path / "run"), "--text-column", "Jokes"])  # fmt: skip
+    rc = main(
+        [
+            "finetune-lm",
+            "--preset",
+            "tiny",
+            "--tokenizer",
+            str(tmp_path),
+            "--data",
+            str(path),
+            "--out",
+            str(tmp_path / "run"),
+            "--text-column",
+            "Jokes",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "Traceback" not in "\n".join(err)  # (the other stderr lines are `datasets`' progress)
-    assert err[-1].startswith("gpt1 finetune-lm: error:") and "no column 'Jokes'; the columns are: 'ID', 'Joke'" in err[-1]
+    assert (
+        err[-1].startswith("gpt1 finetune-lm: error:") and "no column 'Jokes'; the columns are: 'ID', 'Joke'" in err[-1]
+    )
 
 
 def test_split_is_seeded_and_disjoint():
@@ -235,13 +265,51 @@ def test_finetune_lm_end_to_end_stops_at_eos(tmp_path, vocab_dir, capsys):
 
     data = write_csv(tmp_path / "one.csv", ["the cat sat on the mat ."] * 24)
     run = tmp_path / "run"
-    rc = main(["finetune-lm", "--preset", "tiny", "--tokenizer", str(vocab_dir), "--data", str(data), "--text-column",
-               "Joke", "--out", str(run), "--max-steps", "40", "--batch-size", "8", "--lr", "3e-3",
-               "--warmup-fraction", "0", "--val-fraction", "0.1", "--eval-every", "20", "--num-samples", "1",
-               "--precision", "fp32", "--no-progress"])  # fmt: skip
+    rc = main(
+        [
+            "finetune-lm",
+            "--preset",
+            "tiny",
+            "--tokenizer",
+            str(vocab_dir),
+            "--data",
+            str(data),
+            "--text-column",
+            "Joke",
+            "--out",
+            str(run),
+            "--max-steps",
+            "40",
+            "--batch-size",
+            "8",
+            "--lr",
+            "3e-3",
+            "--warmup-fraction",
+            "0",
+            "--val-fraction",
+            "0.1",
+            "--eval-every",
+            "20",
+            "--num-samples",
+            "1",
+            "--precision",
+            "fp32",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
-    for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "added_tokens.json", "run_config.json",
-                 "metrics.jsonl", "loss.png", "samples.jsonl", "best/model.safetensors"):  # fmt: skip
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+        "added_tokens.json",
+        "run_config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "samples.jsonl",
+        "best/model.safetensors",
+    ):
         assert (run / name).exists(), name
     assert any((run / "checkpoints").glob("step_*/trainer_state.json"))
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
@@ -261,9 +329,22 @@ def test_finetune_lm_end_to_end_stops_at_eos(tmp_path, vocab_dir, capsys):
 
 def test_resume_continues_exactly(tmp_path, vocab_dir):
     data = write_csv(tmp_path / "j.csv", JOKES * 3)
-    common = dict(preset="tiny", tokenizer=str(vocab_dir), text_column="Joke", batch_size=4, lr=1e-3,
-                  warmup_fraction=0.0, schedule="constant", val_fraction=0.1, sample_prompt=None, precision="fp32",
-                  device="cpu", progress=False, eval_every=3, save_every=3)  # fmt: skip
+    common = dict(
+        preset="tiny",
+        tokenizer=str(vocab_dir),
+        text_column="Joke",
+        batch_size=4,
+        lr=1e-3,
+        warmup_fraction=0.0,
+        schedule="constant",
+        val_fraction=0.1,
+        sample_prompt=None,
+        precision="fp32",
+        device="cpu",
+        progress=False,
+        eval_every=3,
+        save_every=3,
+    )
     finetune_lm(data, tmp_path / "a", max_steps=6, **common)
     finetune_lm(data, tmp_path / "b", max_steps=3, **common)
     r = finetune_lm(data, tmp_path / "b", max_steps=6, resume="auto", **common)

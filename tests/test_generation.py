@@ -92,8 +92,16 @@ def test_left_padded_batch_matches_each_prompt_alone(ours, hf):
 def test_beam_search_matches_hf_sequences_and_scores(ours, hf, kwargs):
     ids = torch.cat([_prompt(6, 2), _prompt(6, 3)])
     with torch.no_grad():
-        ref = hf.generate(ids, max_new_tokens=40, num_beams=4, do_sample=False, pad_token_id=0,
-                          return_dict_in_generate=True, output_scores=True, **kwargs)  # fmt: skip
+        ref = hf.generate(
+            ids,
+            max_new_tokens=40,
+            num_beams=4,
+            do_sample=False,
+            pad_token_id=0,
+            return_dict_in_generate=True,
+            output_scores=True,
+            **kwargs,
+        )
     got = generate(ours, ids, max_new_tokens=40, num_beams=4, pad_token_id=0, return_dict_in_generate=True, **kwargs)
     assert torch.equal(got.sequences, ref.sequences)
     assert torch.allclose(got.sequences_scores, ref.sequences_scores, atol=1e-5, rtol=0)
@@ -142,7 +150,9 @@ def test_top_k_keeps_exactly_k():
     assert torch.isfinite(top_k_filter(logits, 99)).all()
 
 
-@pytest.mark.parametrize("p, kept", [(0.5, 1), (0.79, 2), (0.8, 2), (0.81, 3), (0.95, 3), (0.96, 4), (1e-6, 1), (1.0, 4)])
+@pytest.mark.parametrize(
+    "p, kept", [(0.5, 1), (0.79, 2), (0.8, 2), (0.81, 3), (0.95, 3), (0.96, 4), (1e-6, 1), (1.0, 4)]
+)
 def test_top_p_keeps_the_minimal_nucleus(p, kept):
     probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]])
     out = top_p_filter(probs.log(), p)
@@ -186,7 +196,9 @@ def test_processors_match_hf_on_random_scores():
     assert torch.equal(top_k_filter(scores, 17), lp.TopKLogitsWarper(17)(ids, scores))
     for p in (0.3, 0.9):
         assert torch.equal(torch.isfinite(top_p_filter(scores, p)), torch.isfinite(lp.TopPLogitsWarper(p)(ids, scores)))
-    assert torch.equal(apply_repetition_penalty(scores, ids, 1.3), lp.RepetitionPenaltyLogitsProcessor(1.3)(ids, scores))
+    assert torch.equal(
+        apply_repetition_penalty(scores, ids, 1.3), lp.RepetitionPenaltyLogitsProcessor(1.3)(ids, scores)
+    )
     for n in (1, 2, 3):
         assert torch.equal(ban_repeated_ngrams(scores, ids, n), lp.NoRepeatNGramLogitsProcessor(n)(ids, scores.clone()))
 
@@ -200,8 +212,9 @@ def test_sampling_is_reproducible_with_a_seed(ours):
     assert a.shape == (4, 35) and torch.equal(a, b) and not torch.equal(a, c)
     assert not torch.equal(a[0], a[1])  # the two samples of one prompt differ
     # top_k=1 leaves one candidate: sampling is then greedy.
-    assert torch.equal(generate(ours, ids, max_new_tokens=15, do_sample=True, top_k=1, seed=1),
-                       generate(ours, ids, max_new_tokens=15))  # fmt: skip
+    assert torch.equal(
+        generate(ours, ids, max_new_tokens=15, do_sample=True, top_k=1, seed=1), generate(ours, ids, max_new_tokens=15)
+    )
 
 
 def test_rows_stop_independently_at_eos(ours):
@@ -251,7 +264,10 @@ def test_decoder_steps_a_batch(ours):
         (dict(eos_token_id=1000), r"eos_token_id=1000 is outside the vocabulary \[0, 1000\)"),
         (dict(stop="x"), r"stop strings need the tokenizer"),
         (dict(max_new_tokens=256), r"max_new_tokens=256 leaves no room .* at most 255"),
-        (dict(max_new_tokens=250), r"prompt of 10 tokens \+ max_new_tokens=250 exceeds .* 256 positions.*truncate_left"),
+        (
+            dict(max_new_tokens=250),
+            r"prompt of 10 tokens \+ max_new_tokens=250 exceeds .* 256 positions.*truncate_left",
+        ),
     ],
 )
 def test_bad_values_are_named(ours, kwargs, message):
@@ -300,8 +316,9 @@ def test_stop_strings_cut_the_text(text_model, gpt1_tokenizer):
     expected = free[: free.find(stop)]
     assert generate_text(text_model, tok, "once upon a time", max_new_tokens=30, stop=[stop, "zzzz"]) == expected
     assert "".join(stream_text(text_model, tok, "once upon a time", max_new_tokens=30, stop=stop)) == expected
-    out = generate(text_model, torch.tensor([tok.encode("once upon a time")]), max_new_tokens=30, stop=stop,
-                   tokenizer=tok)  # fmt: skip
+    out = generate(
+        text_model, torch.tensor([tok.encode("once upon a time")]), max_new_tokens=30, stop=stop, tokenizer=tok
+    )
     assert out.shape[1] < 4 + 30  # generation itself stopped, not just the text
 
 

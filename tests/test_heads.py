@@ -7,8 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from gpt1 import GPT, GPT1Config
-from gpt1.heads import (_head, add_task_head, classification_logits, finetune_loss, multiple_choice_scores,
-                        sequence_lm_loss, similarity_logits)  # fmt: skip
+from gpt1.heads import (
+    _head,
+    add_task_head,
+    classification_logits,
+    finetune_loss,
+    multiple_choice_scores,
+    sequence_lm_loss,
+    similarity_logits,
+)
 
 
 def _model(num_labels: int = 1, seed: int = 0, **kw) -> GPT:
@@ -30,11 +37,21 @@ def _hf_double_heads(model: GPT):
 
     c = model.config
     hf_cfg = transformers.OpenAIGPTConfig(
-        vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-        afn="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0,
-    )  # fmt: skip
+        vocab_size=c.vocab_size,
+        n_positions=c.n_positions,
+        n_embd=c.n_embd,
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        afn="gelu",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        summary_first_dropout=0.0,
+    )
     hf = transformers.OpenAIGPTDoubleHeadsModel(hf_cfg).eval()
-    state = {k.replace("task_head.", "multiple_choice_head.summary."): v for k, v in ours_to_hf(model.state_dict()).items()}
+    state = {
+        k.replace("task_head.", "multiple_choice_head.summary."): v for k, v in ours_to_hf(model.state_dict()).items()
+    }
     missing, unexpected = hf.load_state_dict(state, strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"} | {k for k in missing if k.endswith("attn.bias")}
     hf.tie_weights()
@@ -74,8 +91,12 @@ def test_padding_does_not_change_scores():
     ids, mask, extract = _batch(B=1, K=2, T=9, lengths=torch.tensor([[5, 9]]))
     padded = torch.cat([ids, torch.zeros(1, 2, 7, dtype=torch.long)], -1)
     with torch.no_grad():
-        torch.testing.assert_close(multiple_choice_scores(model, ids, extract),
-                                   multiple_choice_scores(model, padded, extract), rtol=1e-5, atol=1e-6)  # fmt: skip
+        torch.testing.assert_close(
+            multiple_choice_scores(model, ids, extract),
+            multiple_choice_scores(model, padded, extract),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_classification_is_the_head_on_the_extract_state():

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from gpt1 import GPT, GPT1Config
 from gpt1.data.corpus import BlockSampler, unigram_entropy
 from gpt1.plateau import PlateauGuard
-from gpt1.train import Trainer, TrainConfig
+from gpt1.train import TrainConfig, Trainer
 
 transformers = pytest.importorskip("transformers")
 
@@ -37,12 +37,29 @@ def joke_chars() -> tuple[np.ndarray, int]:
 
 def models(vocab: int, dropout: float, seed: int = 0):
     torch.manual_seed(seed)
-    cfg = GPT1Config(vocab_size=vocab, n_positions=T, n_embd=64, n_layer=2, n_head=4, resid_pdrop=dropout,
-                     embd_pdrop=dropout, attn_pdrop=dropout)  # fmt: skip
+    cfg = GPT1Config(
+        vocab_size=vocab,
+        n_positions=T,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+    )
     ours = GPT(cfg)
-    ref = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(
-        vocab_size=vocab, n_positions=T, n_embd=64, n_layer=2, n_head=4, resid_pdrop=dropout, embd_pdrop=dropout,
-        attn_pdrop=dropout))  # fmt: skip
+    ref = transformers.OpenAIGPTLMHeadModel(
+        transformers.OpenAIGPTConfig(
+            vocab_size=vocab,
+            n_positions=T,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+        )
+    )
     from gpt1.checkpoint import ours_to_hf
 
     missing, unexpected = ref.load_state_dict(ours_to_hf(ours.state_dict()), strict=False)
@@ -79,8 +96,19 @@ def plain_loop(model, batches) -> list[float]:
 
 
 def trainer_losses(model, data, tmp_path, precision: str, seed: int = 0) -> list[float]:
-    cfg = TrainConfig(lr=LR, warmup_steps=WARMUP, schedule="cosine", max_steps=STEPS, log_every=1, eval_every=STEPS,
-                      save_every=STEPS, precision=precision, device="cpu", progress=False, seed=seed)  # fmt: skip
+    cfg = TrainConfig(
+        lr=LR,
+        warmup_steps=WARMUP,
+        schedule="cosine",
+        max_steps=STEPS,
+        log_every=1,
+        eval_every=STEPS,
+        save_every=STEPS,
+        precision=precision,
+        device="cpu",
+        progress=False,
+        seed=seed,
+    )
     source = BlockSampler(data, T, BATCH, seed=seed, rank=0, world_size=1)
     trainer = Trainer(model, cfg, source, tmp_path)
     trainer.fit()
@@ -141,20 +169,35 @@ def test_trainer_warns_when_the_loss_sits_at_the_unigram_level(tmp_path, capsys)
     data, vocab = joke_chars()
     level = unigram_entropy(data)
     ours, _ = models(vocab, dropout=0.0)
-    cfg = TrainConfig(lr=1e-6, warmup_steps=2, max_steps=12, log_every=2, eval_every=100, save_every=100,
-                      precision="fp32", device="cpu", progress=False)  # fmt: skip
+    cfg = TrainConfig(
+        lr=1e-6,
+        warmup_steps=2,
+        max_steps=12,
+        log_every=2,
+        eval_every=100,
+        save_every=100,
+        precision="fp32",
+        device="cpu",
+        progress=False,
+    )
     # lr 1e-6 barely moves the weights: the loss stays near log(vocab), above the unigram entropy
     guard = PlateauGuard(level, after_tokens=8 * BATCH * T)
-    result = Trainer(ours, cfg, BlockSampler(data, T, BATCH, rank=0, world_size=1), tmp_path / "a",
-                     plateau_guard=guard).fit()  # fmt: skip
+    result = Trainer(
+        ours, cfg, BlockSampler(data, T, BATCH, rank=0, world_size=1), tmp_path / "a", plateau_guard=guard
+    ).fit()
     assert len(result["warnings"]) == 1 and "unigram entropy" in result["warnings"][0]
     assert "unigram entropy" in capsys.readouterr().out
 
     counting = np.tile(np.arange(vocab), 200).astype(np.uint16)  # context predicts every token; unigram can't
     ours, _ = models(vocab, dropout=0.0)
     cfg = TrainConfig(**{**cfg.to_dict(), "lr": 3e-3, "max_steps": 30})
-    result = Trainer(ours, cfg, BlockSampler(counting, T, BATCH, rank=0, world_size=1), tmp_path / "b",
-                     plateau_guard=PlateauGuard(unigram_entropy(counting), after_tokens=20 * BATCH * T)).fit()  # fmt: skip
+    result = Trainer(
+        ours,
+        cfg,
+        BlockSampler(counting, T, BATCH, rank=0, world_size=1),
+        tmp_path / "b",
+        plateau_guard=PlateauGuard(unigram_entropy(counting), after_tokens=20 * BATCH * T),
+    ).fit()
     assert result["warnings"] == [] and result["loss"] < unigram_entropy(counting) - 1.0
 
 
@@ -189,10 +232,10 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
 
 
 def test_pretrain_warns_at_the_plateau_and_names_the_settings(tmp_path):
+    import pyjokes
+
     from gpt1.data.corpus import prepare_corpus
     from gpt1.pretrain import pretrain
-
-    import pyjokes
 
     books = tmp_path / "books"
     books.mkdir()
@@ -200,9 +243,20 @@ def test_pretrain_warns_at_the_plateau_and_names_the_settings(tmp_path):
         (books / f"{i}.txt").write_text(joke + "\n")
     meta = prepare_corpus(books, tmp_path / "corpus", None, vocab_size=300, progress=False)
     assert meta["unigram_entropy"] > 0
-    result = pretrain(data=str(tmp_path / "corpus"), preset="tiny", out=str(tmp_path / "run"), max_steps=12,
-                      batch_tokens=256, lr=1e-7, warmup=2, plateau_tokens=2000, eval_every=100, progress=False,
-                      model_overrides={"n_positions": 32, "n_embd": 32, "n_head": 2}, precision="fp32")  # fmt: skip
+    result = pretrain(
+        data=str(tmp_path / "corpus"),
+        preset="tiny",
+        out=str(tmp_path / "run"),
+        max_steps=12,
+        batch_tokens=256,
+        lr=1e-7,
+        warmup=2,
+        plateau_tokens=2000,
+        eval_every=100,
+        progress=False,
+        model_overrides={"n_positions": 32, "n_embd": 32, "n_head": 2},
+        precision="fp32",
+    )
     (warning,) = result["warnings"]
     assert "unigram entropy" in warning and "lr 1e-07, warmup 2 steps" in warning
     assert "use --lr 0.002 with --warmup 300 or more" in warning

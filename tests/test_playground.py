@@ -17,13 +17,21 @@ from gpt1 import GPT, GPT1Config
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]  # fmt: skip
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
+    )
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (scripts/install.sh test does, as root)")
     with sync_api.sync_playwright() as p:
@@ -80,8 +88,10 @@ def test_generate_streams_and_stop_stops(browser, server):
     page.fill("#max-tokens", "12")
     page.click("#generate")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=30000)
-    api = httpx.post(url + "/v1/completions", json={"prompt": "The old man looked at the sea and", "max_tokens": 12,
-                                                    "temperature": 0}).json()  # fmt: skip
+    api = httpx.post(
+        url + "/v1/completions",
+        json={"prompt": "The old man looked at the sea and", "max_tokens": 12, "temperature": 0},
+    ).json()
     assert page.text_content("#completion") == api["choices"][0]["text"]
     assert page.text_content("#prompt-echo") == "The old man looked at the sea and"
     assert "12 tokens" in page.text_content("#status")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import require_shared
 
+from conftest import require_shared
 from gpt1.reproduce import SCALES, reproduce, reproduce_config
 
 
@@ -21,11 +21,20 @@ def data():
 @pytest.mark.slow
 def test_quick_reproduce_writes_the_report_and_resumes(tmp_path, data):
     book, glue, cloze = data
-    cfg = reproduce_config("quick", books=str(book), glue=str(glue), story_cloze=str(cloze),
-                           tasks=("sst2", "cola", "rocstories"))  # fmt: skip
+    cfg = reproduce_config(
+        "quick", books=str(book), glue=str(glue), story_cloze=str(cloze), tasks=("sst2", "cola", "rocstories")
+    )
     logs: list[str] = []
     report = reproduce(cfg, tmp_path, progress=False, log=logs.append)
-    for name in ("report.md", "report.json", "state.json", "table5.png", "layers.png", "zero_shot.png", "pretraining.png"):
+    for name in (
+        "report.md",
+        "report.json",
+        "state.json",
+        "table5.png",
+        "layers.png",
+        "zero_shot.png",
+        "pretraining.png",
+    ):
         assert (tmp_path / name).is_file(), name
     t5 = report["table5"]
     assert set(t5) == {"sst2", "cola", "rocstories"}
@@ -43,7 +52,9 @@ def test_quick_reproduce_writes_the_report_and_resumes(tmp_path, data):
     # The splits are disjoint and carved from the training files only.
     for task in t5:
         files = {s: (tmp_path / "tasks" / task).glob(f"{s}.*") for s in ("train", "validation", "test")}
-        rows = {s: set(next(iter(f)).read_text().splitlines()[(0 if task == "cola" else 1):]) for s, f in files.items()}
+        rows = {
+            s: set(next(iter(f)).read_text().splitlines()[(0 if task == "cola" else 1) :]) for s, f in files.items()
+        }
         assert not rows["train"] & rows["test"] and not rows["validation"] & rows["test"]
     # A second call finds every unit done and only rebuilds the report.
     logs.clear()
@@ -55,8 +66,15 @@ def test_quick_reproduce_writes_the_report_and_resumes(tmp_path, data):
 
 def test_missing_task_data_is_skipped_and_said(tmp_path, data):
     book, glue, _ = data
-    cfg = reproduce_config("quick", books=str(book), glue=str(glue), tasks=("rte", "rocstories"), layer_task="",
-                           zero_shot_tasks=(), pretrain_tokens=8192)  # fmt: skip
+    cfg = reproduce_config(
+        "quick",
+        books=str(book),
+        glue=str(glue),
+        tasks=("rte", "rocstories"),
+        layer_task="",
+        zero_shot_tasks=(),
+        pretrain_tokens=8192,
+    )
     logs: list[str] = []
     report = reproduce(cfg, tmp_path, progress=False, log=logs.append)
     assert set(report["table5"]) == {"rte"} and "rocstories" in report["skipped"]
@@ -84,8 +102,17 @@ def test_gpt1_scale_starts_and_pretrains_on_a_cpu(tmp_path, data):
     report of the pre-training stage (the fine-tuning stages are the quick scale's, tested above)."""
     book, glue, _ = data
     assert SCALES["gpt1"]["preset"] == "gpt1"
-    cfg = reproduce_config("gpt1", books=str(book), glue=str(glue), tasks=("sst2",), vocab_size=2000,
-                           pretrain_tokens=2048, batch_tokens=1024, snapshots=1, precision="fp32")  # fmt: skip
+    cfg = reproduce_config(
+        "gpt1",
+        books=str(book),
+        glue=str(glue),
+        tasks=("sst2",),
+        vocab_size=2000,
+        pretrain_tokens=2048,
+        batch_tokens=1024,
+        snapshots=1,
+        precision="fp32",
+    )
 
     def log(line: str) -> None:
         if line.startswith("pre-training:"):

@@ -54,8 +54,22 @@ def model_dir(tmp_path_factory, gpt1_tokenizer) -> Path:
 def server(model_dir):
     """`gpt1 serve` in its own process on 127.0.0.1; yields its base URL; stopped after the module."""
     port = free_port()
-    cmd = [sys.executable, "-m", "gpt1", "serve", "--model", str(model_dir), "--port", str(port), "--name", "tiny-test",
-           "--max-batch", str(MAX_BATCH), "--max-queue", str(MAX_QUEUE)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "gpt1",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--name",
+        "tiny-test",
+        "--max-batch",
+        str(MAX_BATCH),
+        "--max-queue",
+        str(MAX_QUEUE),
+    ]
     log = open(model_dir / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -89,7 +103,7 @@ def sse_events(response: httpx.Response) -> list[str]:
     for line in response.iter_lines():
         if line:
             assert line.startswith("data: "), line
-            events.append(line[len("data: "):])
+            events.append(line[len("data: ") :])
     return events
 
 
@@ -110,8 +124,10 @@ def streamed(url: str, body: dict) -> tuple[dict[int, str], dict[int, str], list
 
 
 # ---- the logits processing each row gets ----------------------------------------------------------------------
-@pytest.mark.parametrize("temperature,top_k,top_p,penalty", [(1.0, 0, 0.9, 1.0), (0.7, 40, 0.95, 1.3), (1.3, 0, 0.5, 1.0),
-                                                             (1.0, 1000, 0.99, 1.2), (0.8, 10, 1.0, 1.0)])  # fmt: skip
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p,penalty",
+    [(1.0, 0, 0.9, 1.0), (0.7, 40, 0.95, 1.3), (1.3, 0, 0.5, 1.0), (1.0, 1000, 0.99, 1.2), (0.8, 10, 1.0, 1.0)],
+)
 def test_token_distribution_matches_hf_processors(temperature, top_k, top_p, penalty):
     """The per-row distribution (with its top-256 shortcut) equals HF's processors over the whole vocabulary."""
     lp = pytest.importorskip("transformers.generation.logits_process", reason="transformers is the reference")
@@ -144,9 +160,12 @@ def test_rows_joining_a_running_batch_get_their_solo_results(gpt1_tokenizer):
     model = GPT(GPT1Config.from_preset("tiny", initializer_range=0.3)).eval()
     loop = asyncio.new_event_loop()  # events are queued on it, never read
     prompts = [gpt1_tokenizer.encode(t) for t in ("hello", " ".join(PROMPTS[:4]), PROMPTS[5], "yes")]
-    params = [SamplingParams(max_tokens=20, temperature=0), SamplingParams(max_tokens=9, seed=3, top_k=30),
-              SamplingParams(max_tokens=15, seed=4, top_p=0.8, repetition_penalty=1.3),
-              SamplingParams(max_tokens=12, temperature=0)]  # fmt: skip
+    params = [
+        SamplingParams(max_tokens=20, temperature=0),
+        SamplingParams(max_tokens=9, seed=3, top_k=30),
+        SamplingParams(max_tokens=15, seed=4, top_p=0.8, repetition_penalty=1.3),
+        SamplingParams(max_tokens=12, temperature=0),
+    ]
 
     def step(engine: Engine) -> None:
         with torch.inference_mode():
@@ -208,8 +227,11 @@ def test_completion_schema_and_usage(server, gpt1_tokenizer):
         assert set(c) == {"text", "index", "logprobs", "finish_reason"}
         assert c["finish_reason"] == "length" and c["text"].strip()
     prompt_tokens = sum(len(gpt1_tokenizer.encode(p)) for p in prompts)
-    assert body["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": 4 * 7,
-                             "total_tokens": prompt_tokens + 28}  # fmt: skip
+    assert body["usage"] == {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": 4 * 7,
+        "total_tokens": prompt_tokens + 28,
+    }
     echoed = post(server, {"prompt": prompts[0], "max_tokens": 3, "temperature": 0, "echo": True}).json()
     plain = post(server, {"prompt": prompts[0], "max_tokens": 3, "temperature": 0}).json()
     assert echoed["choices"][0]["text"] == prompts[0] + plain["choices"][0]["text"]
@@ -219,9 +241,15 @@ def hf_reference(model_dir: Path, prompt_ids: list[int], max_new: int, **kw) -> 
     transformers = pytest.importorskip("transformers", reason="transformers is the reference implementation")
     hf = transformers.OpenAIGPTLMHeadModel.from_pretrained(model_dir).eval()
     with torch.no_grad():
-        out = hf.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
-                          max_new_tokens=max_new, do_sample=False, pad_token_id=0, **kw)  # fmt: skip
-    return [row[len(prompt_ids):].tolist() for row in out]
+        out = hf.generate(
+            torch.tensor([prompt_ids]),
+            attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+            max_new_tokens=max_new,
+            do_sample=False,
+            pad_token_id=0,
+            **kw,
+        )
+    return [row[len(prompt_ids) :].tolist() for row in out]
 
 
 def hf_text(model_dir: Path, prompt_ids: list[int], new_ids: list[int]) -> str:
@@ -231,7 +259,7 @@ def hf_text(model_dir: Path, prompt_ids: list[int], new_ids: list[int]) -> str:
     full = tok.decode(prompt_ids + new_ids, clean_up_tokenization_spaces=True)
     head = tok.decode(prompt_ids, clean_up_tokenization_spaces=True)
     assert full.startswith(head)
-    return full[len(head):]
+    return full[len(head) :]
 
 
 def test_greedy_and_beam_match_transformers(server, model_dir, gpt1_tokenizer):
@@ -247,8 +275,10 @@ def test_greedy_and_beam_match_transformers(server, model_dir, gpt1_tokenizer):
 
 def test_concurrent_requests_are_batched_and_kept_apart(server):
     """8 different requests at once (greedy and seeded sampling) give what each gives alone, in batches > 1 row."""
-    bodies = [{"prompt": p, "max_tokens": 6 + 3 * i, **({"temperature": 0} if i % 2 else {"seed": i, "top_k": 50})}
-              for i, p in enumerate(PROMPTS)]  # fmt: skip
+    bodies = [
+        {"prompt": p, "max_tokens": 6 + 3 * i, **({"temperature": 0} if i % 2 else {"seed": i, "top_k": 50})}
+        for i, p in enumerate(PROMPTS)
+    ]
     alone = [post(server, b).json()["choices"][0]["text"] for b in bodies]
     before = httpx.get(server + "/health").json()["steps"]
     with ThreadPoolExecutor(len(bodies)) as pool:
@@ -333,7 +363,9 @@ def test_bad_requests_name_the_field(server, body, status, param):
 
 
 def test_bad_bodies_and_server_stays_up(server):
-    r = httpx.post(server + "/v1/completions", content=b'{"prompt": "hi",', headers={"content-type": "application/json"})
+    r = httpx.post(
+        server + "/v1/completions", content=b'{"prompt": "hi",', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422 and "not valid JSON" in r.json()["error"]["message"]
     r = httpx.post(server + "/v1/completions", content=b"[1, 2]", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "error" in r.json()
@@ -402,8 +434,13 @@ def test_openai_client(server):
     assert [m.id for m in client.models.list()] == ["tiny-test"]
     r = client.completions.create(model="tiny-test", prompt=PROMPTS[4], max_tokens=5, temperature=0)
     assert r.usage.completion_tokens == 5 and r.choices[0].finish_reason == "length"
-    pieces = [ch.choices[0].text for ch in client.completions.create(
-        model="tiny-test", prompt=PROMPTS[4], max_tokens=5, temperature=0, stream=True) if ch.choices]  # fmt: skip
+    pieces = [
+        ch.choices[0].text
+        for ch in client.completions.create(
+            model="tiny-test", prompt=PROMPTS[4], max_tokens=5, temperature=0, stream=True
+        )
+        if ch.choices
+    ]
     assert "".join(pieces) == r.choices[0].text
     with pytest.raises(openai.UnprocessableEntityError):
         client.completions.create(model="tiny-test", prompt="hi", top_p=2.0)
@@ -414,8 +451,12 @@ def test_cli_binds_loopback_by_default_and_rejects_bad_flags(model_dir):
 
     args = build_parser().parse_args(["serve", "--model", str(model_dir)])
     assert (args.host, args.port, args.max_batch, args.max_queue) == ("127.0.0.1", 8000, 8, 64)
-    r = subprocess.run([sys.executable, "-m", "gpt1", "serve", "--model", str(model_dir), "--max-batch", "0"],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "gpt1", "serve", "--model", str(model_dir), "--max-batch", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "--max-batch 0" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -428,7 +469,7 @@ def _eos_case(gpt1_tokenizer):
     model = GPT(GPT1Config.from_preset("tiny", n_positions=64, initializer_range=0.3)).eval()
     prompt = "the quick brown fox jumps over"
     ids = torch.tensor([gpt1_tokenizer.encode(prompt)])
-    new = generate(model, ids, max_new_tokens=12)[0, ids.shape[1]:].tolist()
+    new = generate(model, ids, max_new_tokens=12)[0, ids.shape[1] :].tolist()
     k = next(i for i in range(2, len(new)) if new[i] not in new[:i])
     return model, prompt, new, k
 
@@ -468,11 +509,14 @@ def test_top_k_zero_means_off_in_generate_and_in_the_server(gpt1_tokenizer):
 
     model, prompt, _, _ = _eos_case(gpt1_tokenizer)
     kw = dict(max_new_tokens=8, do_sample=True, seed=5)
-    assert generate_text(model, gpt1_tokenizer, prompt, top_k=0, **kw) == generate_text(model, gpt1_tokenizer,
-                                                                                          prompt, **kw)  # fmt: skip
+    assert generate_text(model, gpt1_tokenizer, prompt, top_k=0, **kw) == generate_text(
+        model, gpt1_tokenizer, prompt, **kw
+    )
     logits = torch.randn(50)
     off, zero = SamplingParams(max_tokens=1), SamplingParams(max_tokens=1, top_k=0)
-    assert all(torch.equal(a, b) for a, b in zip(token_distribution(logits, [], off), token_distribution(logits, [], zero)))
+    assert all(
+        torch.equal(a, b) for a, b in zip(token_distribution(logits, [], off), token_distribution(logits, [], zero))
+    )
 
 
 def test_serve_refuses_a_busy_port_before_the_banner(vocab_dir):
@@ -480,8 +524,23 @@ def test_serve_refuses_a_busy_port_before_the_banner(vocab_dir):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "gpt1", "serve", "--model", "preset:tiny", "--tokenizer",
-                            str(vocab_dir), "--port", str(port)], capture_output=True, text=True, timeout=120)  # fmt: skip
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gpt1",
+                "serve",
+                "--model",
+                "preset:tiny",
+                "--tokenizer",
+                str(vocab_dir),
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert r.returncode == 2 and "gpt1 serve:" not in r.stdout, r.stdout  # no "listening on" banner first
     assert r.stderr.strip().count("\n") == 0 and f"--port {port}" in r.stderr and "already in use" in r.stderr
     assert "Traceback" not in r.stderr

@@ -19,7 +19,7 @@ import torch
 
 from gpt1 import GPT, GPT1Config
 from gpt1.data.corpus import BlockSampler
-from gpt1.train import Trainer, TrainConfig, find_latest_checkpoint, lm_loss_fn
+from gpt1.train import TrainConfig, Trainer, find_latest_checkpoint, lm_loss_fn
 
 V, T = 64, 16
 
@@ -35,8 +35,17 @@ def sampler() -> BlockSampler:
 
 
 def config(**kw) -> TrainConfig:
-    base = dict(max_steps=6, warmup_steps=1, lr=1e-3, log_every=1, eval_every=100, save_every=2, progress=False,
-                precision="fp32", device="cpu")  # fmt: skip
+    base = dict(
+        max_steps=6,
+        warmup_steps=1,
+        lr=1e-3,
+        log_every=1,
+        eval_every=100,
+        save_every=2,
+        progress=False,
+        precision="fp32",
+        device="cpu",
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -62,8 +71,11 @@ def test_first_non_finite_loss_stops_before_its_update(tmp_path):
 
     run = tmp_path / "run"
     trainer = Trainer(tiny_model(), config(), sampler(), run, loss_fn=diverging)
-    with pytest.raises(TrainingDiverged, match=r"training diverged at step 5: the loss is nan .*step_0000004, is kept; "
-                                               r"try a lower learning rate \(--lr\)"):  # fmt: skip
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"training diverged at step 5: the loss is nan .*step_0000004, is kept; "
+        r"try a lower learning rate \(--lr\)",
+    ):
         trainer.fit()
     assert find_latest_checkpoint(run).name == "step_0000004"
     kept = GPT.from_pretrained(find_latest_checkpoint(run)).state_dict()
@@ -84,13 +96,42 @@ def test_metrics_rows_write_null_for_non_finite_numbers(tmp_path):
 
 def test_cli_diverging_run_is_one_line(tmp_path, vocab_dir):
     jokes = tmp_path / "jokes.csv"
-    jokes.write_text("Joke\n" + "".join(f"why did the chicken {i} cross the road? to get to the other side.\n"
-                                        for i in range(60)))  # fmt: skip
+    jokes.write_text(
+        "Joke\n" + "".join(f"why did the chicken {i} cross the road? to get to the other side.\n" for i in range(60))
+    )
     run = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "gpt1", "finetune-lm", "--preset", "tiny", "--tokenizer", str(vocab_dir),
-                        "--data", str(jokes), "--text-column", "Joke", "--out", str(run), "--max-steps", "20",
-                        "--lr", "1e6", "--batch-size", "4", "--log-every", "1", "--no-progress", "--sample-prompt", ""],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpt1",
+            "finetune-lm",
+            "--preset",
+            "tiny",
+            "--tokenizer",
+            str(vocab_dir),
+            "--data",
+            str(jokes),
+            "--text-column",
+            "Joke",
+            "--out",
+            str(run),
+            "--max-steps",
+            "20",
+            "--lr",
+            "1e6",
+            "--batch-size",
+            "4",
+            "--log-every",
+            "1",
+            "--no-progress",
+            "--sample-prompt",
+            "",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     (line,) = r.stderr.strip().splitlines()
     assert "training diverged at step" in line and "try a lower learning rate (--lr)" in line
@@ -111,8 +152,11 @@ def test_resume_on_other_data_is_refused(tmp_path):
     same = Trainer(tiny_model(), config(max_steps=3), sampler(), run, run_config={"data": str(tmp_path / "a.txt")})
     assert same.fit(resume="auto")["step"] == 3  # the same file, written as a string this time
     other = Trainer(tiny_model(), config(max_steps=4), sampler(), run, run_config={"data": [str(tmp_path / "b.txt")]})
-    with pytest.raises(ValueError, match=r"--resume auto: .* was trained on --data .*a.txt, but this run names "
-                                         r"--data .*b.txt"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"--resume auto: .* was trained on --data .*a.txt, but this run names "
+        r"--data .*b.txt",
+    ):
         other.fit(resume="auto")
 
 
@@ -155,9 +199,11 @@ def _corpus(tmp_path: Path) -> tuple[Path, Path, Path]:
 
     books, tok = _corpus_and_tokenizer(tmp_path)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("preset: tiny\nmodel_overrides: {n_layer: 2, n_embd: 32, n_head: 2, n_positions: 32}\n"
-                   "batch_tokens: 128\nmax_steps: 5000\nlr: 1.0e-3\nwarmup: 1\nlog_every: 1\neval_every: 100000\n"
-                   "save_every: 100000\nprecision: fp32\ndevice: cpu\nval_fraction: 0.2\n")  # fmt: skip
+    cfg.write_text(
+        "preset: tiny\nmodel_overrides: {n_layer: 2, n_embd: 32, n_head: 2, n_positions: 32}\n"
+        "batch_tokens: 128\nmax_steps: 5000\nlr: 1.0e-3\nwarmup: 1\nlog_every: 1\neval_every: 100000\n"
+        "save_every: 100000\nprecision: fp32\ndevice: cpu\nval_fraction: 0.2\n"
+    )
     return books, tok, cfg
 
 
@@ -166,8 +212,14 @@ def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, list[st
     run = tmp_path / "run"
     common = ["pretrain", "--config", str(cfg), "--data", str(books), "--tokenizer", str(tok), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "gpt1", *common, "--out", str(run), *extra], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpt1", *common, "--out", str(run), *extra],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return proc, run, common
 
 
@@ -195,9 +247,13 @@ def test_sigterm_saves_and_says_how_to_resume(tmp_path):
     assert "interrupted by SIGTERM: saving a checkpoint" in out
     assert f"resume with: gpt1 pretrain ... --out {run} --resume auto" in err and "Traceback" not in err
     step = _checkpoint_matches_log(run)
-    again = subprocess.run([sys.executable, "-m", "gpt1", *common, "--out", str(run), "--resume", "auto",
-                            "--max-steps", str(step + 2)], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300)  # fmt: skip
+    again = subprocess.run(
+        [sys.executable, "-m", "gpt1", *common, "--out", str(run), "--resume", "auto", "--max-steps", str(step + 2)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     train_rows = [r for r in strict_rows(run / "metrics.jsonl") if "val_loss" not in r]  # the last step also evaluates
     assert [r["step"] for r in train_rows] == list(range(1, step + 3))  # no step lost or logged twice
@@ -231,9 +287,26 @@ def test_sigterm_to_one_ddp_rank_stops_all_ranks_together(tmp_path):
     assert f"--out {run} --resume auto" in err
     step = _checkpoint_matches_log(run)
     assert json.loads((find_latest_checkpoint(run) / "trainer_state.json").read_text())["world_size"] == 2
-    again = subprocess.run([sys.executable, "-m", "gpt1", *common, "--out", str(run), "--resume", "auto",
-                            "--max-steps", str(step + 1), "--micro-batch", "2"], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpt1",
+            *common,
+            "--out",
+            str(run),
+            "--resume",
+            "auto",
+            "--max-steps",
+            str(step + 1),
+            "--micro-batch",
+            "2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-3000:]  # the agreed checkpoint resumes (here in one process)
     last = [r for r in strict_rows(run / "metrics.jsonl") if "val_loss" not in r][-1]
     assert last["step"] == step + 1 and math.isfinite(last["loss"])

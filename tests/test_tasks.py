@@ -8,9 +8,22 @@ import torch
 
 from conftest import require_shared
 from gpt1 import GPT, GPT1Config
-from gpt1.data.tasks import (SpecialIds, TaskBatchSource, add_special_tokens, classification_ids, collate,
-                             encode_examples, entailment_ids, get_task, infer_labels, multiple_choice_ids,
-                             normalize_labels, read_task, similarity_ids, split_validation)  # fmt: skip
+from gpt1.data.tasks import (
+    SpecialIds,
+    TaskBatchSource,
+    add_special_tokens,
+    classification_ids,
+    collate,
+    encode_examples,
+    entailment_ids,
+    get_task,
+    infer_labels,
+    multiple_choice_ids,
+    normalize_labels,
+    read_task,
+    similarity_ids,
+    split_validation,
+)
 
 SP = SpecialIds(start=900, delimiter=901, classify=902)
 
@@ -40,7 +53,10 @@ def test_transformations_on_a_literal_example():
     assert classification_ids(a, SP, 512) == [900, 1, 2, 3, 902]
     assert entailment_ids(a, b, SP, 512) == [900, 1, 2, 3, 901, 4, 5, 902]
     assert similarity_ids(a, b, SP, 512) == [[900, 1, 2, 3, 901, 4, 5, 902], [900, 4, 5, 901, 1, 2, 3, 902]]
-    assert multiple_choice_ids(a, [[7], [8, 9]], SP, 512) == [[900, 1, 2, 3, 901, 7, 902], [900, 1, 2, 3, 901, 8, 9, 902]]
+    assert multiple_choice_ids(a, [[7], [8, 9]], SP, 512) == [
+        [900, 1, 2, 3, 901, 7, 902],
+        [900, 1, 2, 3, 901, 8, 9, 902],
+    ]
     assert multiple_choice_ids(a, [[7]], SP, 512, question=[6]) == [[900, 1, 2, 3, 6, 901, 7, 902]]
 
 
@@ -59,11 +75,14 @@ def test_truncation_follows_the_original_rule():
 def test_encode_and_collate_layout(tok):
     sp = add_special_tokens(tok)
     spec = get_task("mrpc")
-    data = encode_examples([{"a": "the cat", "b": "a dog sat", "label": 1}, {"a": "hi", "b": "yo", "label": 0}],
-                           spec, tok, sp, 512)  # fmt: skip
+    data = encode_examples(
+        [{"a": "the cat", "b": "a dog sat", "label": 1}, {"a": "hi", "b": "yo", "label": 0}], spec, tok, sp, 512
+    )
     cat, dog = tok.encode("the cat"), tok.encode("a dog sat")
-    assert data.sequences[0] == [[sp.start, *cat, sp.delimiter, *dog, sp.classify],
-                                 [sp.start, *dog, sp.delimiter, *cat, sp.classify]]  # fmt: skip
+    assert data.sequences[0] == [
+        [sp.start, *cat, sp.delimiter, *dog, sp.classify],
+        [sp.start, *dog, sp.delimiter, *cat, sp.classify],
+    ]
     batch = collate([(data.sequences[i], data.targets[i].item()) for i in range(2)])
     T = len(cat) + len(dog) + 3
     assert batch["input_ids"].shape == (2, 2, T)
@@ -75,8 +94,7 @@ def test_encode_and_collate_layout(tok):
 
 def _tiny_data(n=23):
     spec = get_task("sst2")
-    return encode_examples([{"text": f"example {i}", "label": i % 2} for i in range(n)], spec,
-                           _FakeTok(), SP, 32)  # fmt: skip
+    return encode_examples([{"text": f"example {i}", "label": i % 2} for i in range(n)], spec, _FakeTok(), SP, 32)
 
 
 class _FakeTok:
@@ -114,14 +132,31 @@ def test_split_validation_is_seeded_and_disjoint():
     "task, parts, n, first",
     [
         ("sst2", ("glue", "SST-2"), 67349, {"text": "hide new secretions from the parental units ", "label": 0}),
-        ("cola", ("glue", "CoLA"), 8551,
-         {"text": "Our friends won't buy this analysis, let alone the next one we propose.", "label": 1}),
-        ("rte", ("glue", "RTE"), 2490, {"premise": "No Weapons of Mass Destruction Found in Iraq Yet.",
-                                        "hypothesis": "Weapons of Mass Destruction Found in Iraq.", "label": 1}),
+        (
+            "cola",
+            ("glue", "CoLA"),
+            8551,
+            {"text": "Our friends won't buy this analysis, let alone the next one we propose.", "label": 1},
+        ),
+        (
+            "rte",
+            ("glue", "RTE"),
+            2490,
+            {
+                "premise": "No Weapons of Mass Destruction Found in Iraq Yet.",
+                "hypothesis": "Weapons of Mass Destruction Found in Iraq.",
+                "label": 1,
+            },
+        ),
         ("snli", ("snli", "validation.tsv"), 9842, None),
-        ("stsb", ("glue", "STS-B"), 5749, {"a": "A plane is taking off.", "b": "An air plane is taking off.", "label": 5.0}),
+        (
+            "stsb",
+            ("glue", "STS-B"),
+            5749,
+            {"a": "A plane is taking off.", "b": "An air plane is taking off.", "label": 5.0},
+        ),
     ],
-)  # fmt: skip
+)
 def test_named_readers_on_the_shared_files(task, parts, n, first):
     path = require_shared("data", *parts)
     examples = read_task(task, path, "train")
@@ -165,7 +200,9 @@ def test_generic_classification_with_string_labels(tmp_path):
 
 def test_generic_multiple_choice_and_similarity_regression(tmp_path):
     f = tmp_path / "mc.jsonl"
-    f.write_text('{"ctx": "Sky is", "a": "blue", "b": "green", "ans": 0}\n{"ctx": "Grass is", "a": "red", "b": "green", "ans": 1}\n')
+    f.write_text(
+        '{"ctx": "Sky is", "a": "blue", "b": "green", "ans": 0}\n{"ctx": "Grass is", "a": "red", "b": "green", "ans": 1}\n'
+    )
     ex = read_task("multiple-choice", f, context_column="ctx", choice_columns=["a", "b"], label_column="ans")
     assert ex[1]["choices"] == ["red", "green"] and ex[1]["label"] == 1
     with pytest.raises(ValueError, match="answer index 5 is outside 0..1"):

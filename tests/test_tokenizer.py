@@ -16,20 +16,51 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import require_shared
 
+from conftest import require_shared
 from gpt1.tokenizer import Tokenizer, text_standardize
 
 FULL = os.environ.get("GPT1_FULL_PARITY") == "1"
 SEED_IDS = [3570, 240, 547, 2585, 544, 4957, 488, 249, 719, 797, 485, 921, 575, 562, 246, 1671, 239, 244, 40477, 244]
 TRICKY = [
-    "", " ", "\n\n \t ", "😀🎉", "hi 😀 there", "Hello <unk> world", "<UNK>x", "a<unk>b<unk>", "<unk>",
-    "&lt;unk&gt;", "ΟΔΟΣ ΣΑΣ.", "İstanbul", "don't ''you'' start'' ''no'' said", "&amp; &lt;b&gt;", "&amp; <b>",
-    "l1\r\nl2\rl3", "ﬁne ｆｕｌｌ", "Ã©tÃ© cafÃ©", "—–―…´", "tab\there", "\x00ctrl\x1b[31mred\x1b[0m",
-    "_start_ _delimiter_ _classify_", "10a.m. :) :-( (^_^) ಠ_ಠ", "it 's", "e.g. U.S.A. Mr. Smith",
-    "\u00a0nbsp\u2028sep\x85nel", "x" * 300, "http://example.com/a?b=c_d", "!!!???---~~~", '""quoted""',
-    "a\n \n\n b\n", "«Bonjour» „Hallo“ ‘single’", "Straße ǅ ΐ", "日本語のテキスト", "e\u0301 combining",
-    "\ud83d\ude00 surrogates", "lone \ud800 surrogate", "''No'' said she.  ''Okay'' said he ''you start.''",
+    "",
+    " ",
+    "\n\n \t ",
+    "😀🎉",
+    "hi 😀 there",
+    "Hello <unk> world",
+    "<UNK>x",
+    "a<unk>b<unk>",
+    "<unk>",
+    "&lt;unk&gt;",
+    "ΟΔΟΣ ΣΑΣ.",
+    "İstanbul",
+    "don't ''you'' start'' ''no'' said",
+    "&amp; &lt;b&gt;",
+    "&amp; <b>",
+    "l1\r\nl2\rl3",
+    "ﬁne ｆｕｌｌ",
+    "Ã©tÃ© cafÃ©",
+    "—–―…´",
+    "tab\there",
+    "\x00ctrl\x1b[31mred\x1b[0m",
+    "_start_ _delimiter_ _classify_",
+    "10a.m. :) :-( (^_^) ಠ_ಠ",
+    "it 's",
+    "e.g. U.S.A. Mr. Smith",
+    "\u00a0nbsp\u2028sep\x85nel",
+    "x" * 300,
+    "http://example.com/a?b=c_d",
+    "!!!???---~~~",
+    '""quoted""',
+    "a\n \n\n b\n",
+    "«Bonjour» „Hallo“ ‘single’",
+    "Straße ǅ ΐ",
+    "日本語のテキスト",
+    "e\u0301 combining",
+    "\ud83d\ude00 surrogates",
+    "lone \ud800 surrogate",
+    "''No'' said she.  ''Okay'' said he ''you start.''",
 ]
 
 
@@ -40,8 +71,9 @@ TRICKY = [
 def hf(vocab_dir):
     """HF's slow tokenizer on OpenAI's files (ftfy + spaCy installed, so the original pipeline)."""
     transformers = pytest.importorskip("transformers", reason="transformers (the reference) is not installed")
-    ref = transformers.OpenAIGPTTokenizer(vocab_file=str(vocab_dir / "encoder_bpe_40000.json"),
-                                          merges_file=str(vocab_dir / "vocab_40000.bpe"))
+    ref = transformers.OpenAIGPTTokenizer(
+        vocab_file=str(vocab_dir / "encoder_bpe_40000.json"), merges_file=str(vocab_dir / "vocab_40000.bpe")
+    )
     assert ref.fix_text is not None, "HF fell back to BERT's BasicTokenizer: ftfy/spaCy are missing"
     assert len(ref) == 40478
     return ref
@@ -104,9 +136,9 @@ def test_parity_with_hf(name, tok, hf):
 
 def test_seeds(tok):
     assert tok.encode("Hello, my dog is cute and") == [3570, 240, 547, 2585, 544, 4957, 488]
-    expected = "hello, my dog is cute and i'm going to take him for a walk. \" \n \""
+    expected = 'hello, my dog is cute and i\'m going to take him for a walk. " \n "'
     assert tok.decode(SEED_IDS, skip_special_tokens=True, clean_up_tokenization_spaces=True) == expected
-    raw = "hello , my dog is cute and i 'm going to take him for a walk . \" \n \""
+    raw = 'hello , my dog is cute and i \'m going to take him for a walk . " \n "'
     assert tok.decode(SEED_IDS, skip_special_tokens=True, clean_up_tokenization_spaces=False) == raw
     assert tok.vocab_size == len(tok) == 40478 and tok.id_to_token(40477) == "\n</w>"
 
@@ -116,7 +148,8 @@ def test_seeds_match_hf(tok, hf):
     for clean in (True, False):
         for skip in (True, False):
             assert tok.decode(SEED_IDS, skip, clean) == hf.decode(
-                SEED_IDS, skip_special_tokens=skip, clean_up_tokenization_spaces=clean)
+                SEED_IDS, skip_special_tokens=skip, clean_up_tokenization_spaces=clean
+            )
 
 
 def test_tricky_inputs_match_hf(tok, hf):
@@ -141,8 +174,9 @@ def test_decode_matches_hf(tok, hf):
         ids = [rng.choice([0, 40477, rng.randrange(40478), rng.randrange(300)]) for _ in range(rng.randrange(12))]
         for skip in (True, False):
             for clean in (True, False):
-                assert tok.decode(ids, skip, clean) == hf.decode(ids, skip_special_tokens=skip,
-                                                                 clean_up_tokenization_spaces=clean), ids
+                assert tok.decode(ids, skip, clean) == hf.decode(
+                    ids, skip_special_tokens=skip, clean_up_tokenization_spaces=clean
+                ), ids
 
 
 def test_rust_bpe_matches_openai_bpe(tok):
@@ -223,8 +257,9 @@ def test_saved_files_load_in_hf_with_the_same_ids(toy, tmp_path):
     ids = [specials[0], *toy.encode("the cat"), specials[1], 0, *toy.encode("dog"), specials[2], 10_000]
     for skip in (True, False):
         for clean in (True, False):
-            assert toy.decode(ids, skip, clean) == ref.decode(ids, skip_special_tokens=skip,
-                                                              clean_up_tokenization_spaces=clean)
+            assert toy.decode(ids, skip, clean) == ref.decode(
+                ids, skip_special_tokens=skip, clean_up_tokenization_spaces=clean
+            )
 
 
 def test_openai_and_hf_layouts_load_alike(tok, vocab_dir, tmp_path):
@@ -291,8 +326,9 @@ def test_cache_reset_keeps_ids(toy, monkeypatch):
 
 def test_bert_mode_matches_hf_fast(vocab_dir):
     transformers = pytest.importorskip("transformers", reason="transformers (the reference) is not installed")
-    fast = transformers.OpenAIGPTTokenizerFast(vocab_file=str(vocab_dir / "encoder_bpe_40000.json"),
-                                               merges_file=str(vocab_dir / "vocab_40000.bpe"))
+    fast = transformers.OpenAIGPTTokenizerFast(
+        vocab_file=str(vocab_dir / "encoder_bpe_40000.json"), merges_file=str(vocab_dir / "vocab_40000.bpe")
+    )
     bert = Tokenizer.from_pretrained(vocab_dir, mode="bert")
     for text in TRICKY + corpus("short-jokes")[:300]:
         if any("\ud800" <= c <= "\udfff" for c in text):

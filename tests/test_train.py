@@ -20,8 +20,8 @@ from gpt1 import GPT, GPT1Config
 from gpt1.data.corpus import BlockSampler
 from gpt1.dropout import dropout
 from gpt1.train import (
-    Trainer,
     TrainConfig,
+    Trainer,
     evaluate_lm,
     find_latest_checkpoint,
     lm_loss_fn,
@@ -35,8 +35,16 @@ V, T = 64, 16
 
 def tiny_model(seed: int = 0, dropout: float = 0.1) -> GPT:
     torch.manual_seed(seed)
-    cfg = GPT1Config(vocab_size=V, n_positions=T, n_embd=32, n_layer=2, n_head=2,
-                     resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)  # fmt: skip
+    cfg = GPT1Config(
+        vocab_size=V,
+        n_positions=T,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+    )
     return GPT(cfg)
 
 
@@ -45,8 +53,18 @@ def tokens(n: int = 4000, seed: int = 0) -> np.ndarray:
 
 
 def config(**kw) -> TrainConfig:
-    base = dict(max_steps=6, warmup_steps=2, lr=1e-3, log_every=1, eval_every=3, save_every=3, progress=False,
-                precision="fp32", device="cpu", grad_accum=2)  # fmt: skip
+    base = dict(
+        max_steps=6,
+        warmup_steps=2,
+        lr=1e-3,
+        log_every=1,
+        eval_every=3,
+        save_every=3,
+        progress=False,
+        precision="fp32",
+        device="cpu",
+        grad_accum=2,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -83,7 +101,9 @@ def test_trainer_applies_the_schedule(tmp_path):
     Trainer(tiny_model(), cfg, BlockSampler(tokens(), T, 2, rank=0, world_size=1), tmp_path).fit()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     lrs = {r["step"]: r["lr"] for r in rows}
-    assert [lrs[s] for s in range(1, 9)] == pytest.approx([1e-3 * lr_multiplier(s - 1, 8, 3, "linear") for s in range(1, 9)])
+    assert [lrs[s] for s in range(1, 9)] == pytest.approx(
+        [1e-3 * lr_multiplier(s - 1, 8, 3, "linear") for s in range(1, 9)]
+    )
     # and the optimizer really used them: after the run its lr is the next (past-the-end) value, 0
     frac = Trainer(tiny_model(), config(max_steps=1000, warmup_fraction=0.002), None, tmp_path / "x")
     assert frac.warmup == 2
@@ -97,8 +117,13 @@ def test_decay_groups_cover_matrices_only():
     decayed = {names[id(p)] for p in decay["params"]}
     plain = {names[id(p)] for p in no_decay["params"]}
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
-    assert {"tokens_embed.weight", "positions_embed.weight", "h.0.attn.c_attn.weight", "h.1.mlp.c_proj.weight",
-            "task_head.weight"} <= decayed  # fmt: skip
+    assert {
+        "tokens_embed.weight",
+        "positions_embed.weight",
+        "h.0.attn.c_attn.weight",
+        "h.1.mlp.c_proj.weight",
+        "task_head.weight",
+    } <= decayed
     assert {"h.0.ln_1.weight", "h.0.ln_1.bias", "h.0.attn.c_attn.bias", "task_head.bias"} <= plain
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))  # tied head once
@@ -127,8 +152,12 @@ class ListSource:
 
 
 def first_step_grads(tmp_path, batches, accum, grad_clip: float = 0.0) -> dict[str, torch.Tensor]:
-    trainer = Trainer(tiny_model(dropout=0.0), config(max_steps=1, grad_accum=accum, grad_clip=grad_clip),
-                      ListSource(batches), tmp_path)  # fmt: skip
+    trainer = Trainer(
+        tiny_model(dropout=0.0),
+        config(max_steps=1, grad_accum=accum, grad_clip=grad_clip),
+        ListSource(batches),
+        tmp_path,
+    )
     trainer._setup()
     grads, step = {}, trainer.optimizer.step
 
@@ -147,8 +176,11 @@ def test_accumulation_is_token_exact(tmp_path):
     x = torch.from_numpy(tokens(2 * T).astype(np.int64)).view(2, T)
     labels = x.clone()
     labels[0, 6:] = -100  # the first row predicts 5 tokens, the second 15
-    a = first_step_grads(tmp_path / "a", [{"input_ids": x[:1], "labels": labels[:1]},
-                                          {"input_ids": x[1:], "labels": labels[1:]}], accum=2)  # fmt: skip
+    a = first_step_grads(
+        tmp_path / "a",
+        [{"input_ids": x[:1], "labels": labels[:1]}, {"input_ids": x[1:], "labels": labels[1:]}],
+        accum=2,
+    )
     b = first_step_grads(tmp_path / "b", [{"input_ids": x, "labels": labels}], accum=1)
     for name in b:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-7)
@@ -188,8 +220,15 @@ def test_run_dir_contents(tmp_path):
     tok.add_special_tokens(["<|endoftext|>"])
     run = tmp_path / "run"
     cfg = config(max_steps=7, eval_every=2, save_every=2, keep_last=2, log_every=2)
-    trainer = Trainer(tiny_model(), cfg, BlockSampler(tokens(), T, 2, rank=0, world_size=1), run,
-                      evaluate_fn=val_fn(), tokenizer=tok, run_config={"note": "hi"})  # fmt: skip
+    trainer = Trainer(
+        tiny_model(),
+        cfg,
+        BlockSampler(tokens(), T, 2, rank=0, world_size=1),
+        run,
+        evaluate_fn=val_fn(),
+        tokenizer=tok,
+        run_config={"note": "hi"},
+    )
     result = trainer.fit()
     assert result["step"] == 7 and not result["interrupted"] and result["tokens"] == 7 * 2 * 2 * T
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -217,8 +256,13 @@ def test_exact_resume_after_ctrl_c(tmp_path):
     """Stop (Ctrl-C mid-step) at step 4 of 6, resume: the same losses and weights as a run never stopped, bit for bit."""
 
     def make(run):
-        return Trainer(tiny_model(seed=1), config(), BlockSampler(tokens(), T, 2, seed=3, rank=0, world_size=1), run,
-                       evaluate_fn=val_fn())  # fmt: skip
+        return Trainer(
+            tiny_model(seed=1),
+            config(),
+            BlockSampler(tokens(), T, 2, seed=3, rank=0, world_size=1),
+            run,
+            evaluate_fn=val_fn(),
+        )
 
     straight = make(tmp_path / "a")
     straight.fit()
@@ -259,8 +303,12 @@ def test_checkpoint_save_killed_midway_leaves_the_previous_one(tmp_path, monkeyp
         return real_save(obj, path, *a, **k)
 
     monkeypatch.setattr(train_mod.torch, "save", dying_save)
-    make = lambda: Trainer(tiny_model(seed=2), config(save_every=2, grad_accum=1),  # noqa: E731
-                           BlockSampler(tokens(), T, 2, rank=0, world_size=1), run)  # fmt: skip
+    make = lambda: Trainer(
+        tiny_model(seed=2),
+        config(save_every=2, grad_accum=1),  # noqa: E731
+        BlockSampler(tokens(), T, 2, rank=0, world_size=1),
+        run,
+    )
     with pytest.raises(SystemExit):
         make().fit()
     monkeypatch.setattr(train_mod.torch, "save", real_save)
@@ -272,16 +320,24 @@ def test_checkpoint_save_killed_midway_leaves_the_previous_one(tmp_path, monkeyp
     assert result["step"] == 6
     assert not list((run / "checkpoints").glob(".tmp-*"))  # the next save cleaned up
     reference = tmp_path / "ref"
-    Trainer(tiny_model(seed=2), config(save_every=2, grad_accum=1), BlockSampler(tokens(), T, 2, rank=0, world_size=1),
-            reference).fit()  # fmt: skip
+    Trainer(
+        tiny_model(seed=2),
+        config(save_every=2, grad_accum=1),
+        BlockSampler(tokens(), T, 2, rank=0, world_size=1),
+        reference,
+    ).fit()
     assert train_rows(run) == train_rows(reference)
 
 
 def test_bf16_autocast_and_precision_choice(tmp_path):
     assert resolve_precision("fp32", torch.device("cpu")) is None
     assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
-    trainer = Trainer(tiny_model(), config(precision="bf16", max_steps=2, grad_accum=1),
-                      BlockSampler(tokens(), T, 2, rank=0, world_size=1), tmp_path)  # fmt: skip
+    trainer = Trainer(
+        tiny_model(),
+        config(precision="bf16", max_steps=2, grad_accum=1),
+        BlockSampler(tokens(), T, 2, rank=0, world_size=1),
+        tmp_path,
+    )
     result = trainer.fit()
     assert math.isfinite(result["loss"]) and trainer.model.tokens_embed.weight.dtype == torch.float32  # fp32 master
 
@@ -325,8 +381,9 @@ def _corpus_and_tokenizer(tmp_path: Path) -> tuple[Path, Path]:
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "gpt1", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "gpt1", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_ddp_two_gloo_processes_match_one_process(tmp_path):
@@ -369,11 +426,10 @@ def test_pretrain_bad_input_is_one_line(tmp_path, capsys):
     short.write_text("the cat sat on the mat.\n")
     cases = [
         (["--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "r1")], "missing.txt: no such file"),
-        (["--data", str(short), "--out", str(tmp_path / "r2"), "--val-fraction", "0"],
-         "fewer than one block of 128"),
+        (["--data", str(short), "--out", str(tmp_path / "r2"), "--val-fraction", "0"], "fewer than one block of 128"),
         (["--data", str(books), "--out", str(tmp_path / "r3"), "--batch-tokens", "200"], "not a multiple"),
         (["--data", str(books), "--out", str(tmp_path / "r4"), "--epochs", "1"], "exactly one of --max-steps"),
-    ]  # fmt: skip
+    ]
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("learning_rate: 1\n")
     cases.append((["--config", str(bad_cfg)], "unknown setting(s) learning_rate"))
@@ -394,13 +450,33 @@ def test_pretrain_continues_from_weights_and_adds_the_eot_row(tmp_path):
     torch.manual_seed(0)
     base = GPT(GPT1Config(vocab_size=56, n_positions=32, n_embd=32, n_layer=1, n_head=2))
     base.save_pretrained(tmp_path / "base", tokenizer=Tokenizer.from_pretrained(tok_dir))
-    rc = main(["pretrain", "--data", str(books), "--model", str(tmp_path / "base"), "--out", str(tmp_path / "run"),
-               "--max-tokens", "300", "--batch-tokens", "128", "--lr", "1e-9", "--warmup", "0", "--no-progress"])  # fmt: skip
+    rc = main(
+        [
+            "pretrain",
+            "--data",
+            str(books),
+            "--model",
+            str(tmp_path / "base"),
+            "--out",
+            str(tmp_path / "run"),
+            "--max-tokens",
+            "300",
+            "--batch-tokens",
+            "128",
+            "--lr",
+            "1e-9",
+            "--warmup",
+            "0",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     run_config = json.loads((tmp_path / "run" / "run_config.json").read_text())
     assert run_config["max_steps"] == 3 and run_config["global_batch_tokens"] == 128  # ceil(300 / 128)
     grown = GPT.from_pretrained(tmp_path / "run")
-    assert grown.config.vocab_size == 57 and Tokenizer.from_pretrained(tmp_path / "run").token_to_id("<|endoftext|>") == 56
+    assert (
+        grown.config.vocab_size == 57 and Tokenizer.from_pretrained(tmp_path / "run").token_to_id("<|endoftext|>") == 56
+    )
     old = base.tokens_embed.weight
     assert torch.allclose(grown.tokens_embed.weight[:56], old, atol=1e-6)  # lr 1e-9: the old rows are kept
 
@@ -413,8 +489,22 @@ def test_pretrain_on_a_prepared_corpus_uses_its_tokenizer(tmp_path, monkeypatch)
     books, tok_dir = _corpus_and_tokenizer(tmp_path)
     assert main(["prepare", "--data", str(books), "--out", str(tmp_path / "corpus"), "--tokenizer", str(tok_dir)]) == 0
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    rc = main(["pretrain", "--data", str(tmp_path / "corpus"), "--preset", "tiny", "--out", str(tmp_path / "run"),
-               "--max-steps", "1", "--batch-tokens", "128", "--no-progress"])  # fmt: skip
+    rc = main(
+        [
+            "pretrain",
+            "--data",
+            str(tmp_path / "corpus"),
+            "--preset",
+            "tiny",
+            "--out",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "1",
+            "--batch-tokens",
+            "128",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert GPT.from_pretrained(tmp_path / "run").config.vocab_size == 57  # the corpus's 56 tokens + <|endoftext|>
 
@@ -429,8 +519,9 @@ def test_trainer_learns_a_pattern(tmp_path):
     assert first > 3.5 and result["loss"] < 2.0  # from ~ln(64) = 4.16 nats (chance) to under half of it
 
 
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
-                    reason="torch.compile on a CPU needs a C++ compiler")  # fmt: skip
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler"
+)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own, from inside the compiler
 def test_compile_trains_like_eager(tmp_path):
     """`compile=True` on a CPU: the CPU dropout and attention run eagerly inside the compiled model, and without

@@ -1,6 +1,6 @@
 """gpt1: GPT-1 (Radford et al., 2018) as fast, practical software."""
 
-from .config import GPT1Config, PRESETS
+from .config import PRESETS, GPT1Config
 from .model import GPT, GPTOutput, KVCache
 
 __version__ = "0.1.0"
@@ -8,18 +8,28 @@ __version__ = "0.1.0"
 # Names imported on first use, so `import gpt1` stays light for inference (spaCy, datasets, FastAPI load on demand).
 _LAZY = {
     "Tokenizer": ".tokenizer",
-    "generate": ".generation", "generate_text": ".generation", "stream_text": ".generation", "Decoder": ".generation",
-    "Trainer": ".train", "TrainConfig": ".train",
-    "prepare_corpus": ".data.corpus", "BlockSampler": ".data.corpus",
-    "finetune_lm": ".finetune_lm", "demo": ".demo", "train_tokenizer": ".bpe_training",
-    "classification_logits": ".heads", "entailment_logits": ".heads", "similarity_logits": ".heads",
+    "generate": ".generation",
+    "generate_text": ".generation",
+    "stream_text": ".generation",
+    "Decoder": ".generation",
+    "Trainer": ".train",
+    "TrainConfig": ".train",
+    "prepare_corpus": ".data.corpus",
+    "BlockSampler": ".data.corpus",
+    "finetune_lm": ".finetune_lm",
+    "demo": ".demo",
+    "train_tokenizer": ".bpe_training",
+    "classification_logits": ".heads",
+    "entailment_logits": ".heads",
+    "similarity_logits": ".heads",
     "multiple_choice_scores": ".heads",
     "create_app": ".serve",
-}  # fmt: skip
+}
 
 # `finetune` and `evaluate` are also the names of their modules: import the modules first, then bind the functions,
 # so that a later `import gpt1.evaluate` finds the module loaded and cannot replace the function attribute.
-from . import evaluate as _evaluate_module, finetune as _finetune_module  # noqa: E402,F401
+from . import evaluate as _evaluate_module  # noqa: E402,F401
+from . import finetune as _finetune_module
 from .finetune import evaluate, finetune  # noqa: E402
 
 __all__ = ["GPT", "GPT1Config", "GPTOutput", "KVCache", "PRESETS", "evaluate", "finetune", *_LAZY]

@@ -111,7 +111,7 @@ class _ChunkedAttentionDropout(torch.autograd.Function):
 
 @torch.compiler.disable  # run eagerly under torch.compile, like the CPU dropout (see dropout.py)
 def causal_attention_dropout(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, bias: Optional[torch.Tensor] = None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Causal attention of (B, H, T, D) q, k, v with dropout on the probabilities; `bias` is an additive (B, 1, T, T) mask.
 

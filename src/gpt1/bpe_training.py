@@ -15,7 +15,7 @@ import functools
 import heapq
 import multiprocessing
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .tokenizer import EOW, UNK, Tokenizer
 

@@ -22,12 +22,25 @@ from .model import GPT
 HUB_ALLOW = ["config.json", "model.safetensors", "pytorch_model.bin", "vocab.json", "merges.txt", "*.json"]
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Task-head names of HF's heads-on-top models, mapped to our single `task_head`.
-_HEAD_ALIASES = {"multiple_choice_head.summary.weight": "task_head.weight", "multiple_choice_head.summary.bias": "task_head.bias"}
+_HEAD_ALIASES = {
+    "multiple_choice_head.summary.weight": "task_head.weight",
+    "multiple_choice_head.summary.bias": "task_head.bias",
+}
 # Layer names of the original release, in the order its flat parameter list stores them.
 _ORIGINAL_LAYER_PARAMS = (
-    "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias", "ln_1.weight", "ln_1.bias",
-    "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias", "ln_2.weight", "ln_2.bias",
-)  # fmt: skip
+    "attn.c_attn.weight",
+    "attn.c_attn.bias",
+    "attn.c_proj.weight",
+    "attn.c_proj.bias",
+    "ln_1.weight",
+    "ln_1.bias",
+    "mlp.c_fc.weight",
+    "mlp.c_fc.bias",
+    "mlp.c_proj.weight",
+    "mlp.c_proj.bias",
+    "ln_2.weight",
+    "ln_2.bias",
+)
 
 
 class CheckpointError(ValueError):
@@ -53,8 +66,9 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         return fetch(name, lambda local: snapshot_download(name, allow_patterns=HUB_ALLOW, local_files_only=local))
     except HubUnavailable as e:
         # 'runs/nope' looks like a hub id too: say first that no such directory exists.
-        raise HubUnavailable(name, e.detail, f"no such directory {name}, and no hub repo of that name to use: "
-                                             f"{e.detail}.") from None  # fmt: skip
+        raise HubUnavailable(
+            name, e.detail, f"no such directory {name}, and no hub repo of that name to use: {e.detail}."
+        ) from None
 
 
 def is_original_release(path: Path) -> bool:
@@ -62,7 +76,7 @@ def is_original_release(path: Path) -> bool:
 
 
 # ---- loading ---------------------------------------------------------------------------------------
-def load_model(name_or_path, dtype: Optional[torch.dtype] = None, device=None) -> GPT:
+def load_model(name_or_path, dtype: torch.dtype | None = None, device=None) -> GPT:
     """Load a `GPT` from an HF dir, a gpt1 run dir, OpenAI's npy release dir, or a hub id."""
     path = resolve(name_or_path)
     if is_original_release(path):
@@ -83,7 +97,9 @@ def load_model(name_or_path, dtype: Optional[torch.dtype] = None, device=None) -
 
 def _require(file: Path) -> Path:
     if not file.exists():
-        raise CheckpointError(f"{file}: missing (a model dir needs config.json and model.safetensors or pytorch_model.bin).")
+        raise CheckpointError(
+            f"{file}: missing (a model dir needs config.json and model.safetensors or pytorch_model.bin)."
+        )
     return file
 
 
@@ -139,8 +155,10 @@ def load_into(model: GPT, state: dict[str, torch.Tensor], source: Path) -> None:
     unknown = sorted(set(state) - set(expected))
     have, want = _layer_count(state), _layer_count(expected)
     if have != want:  # say what differs rather than list the tensors of the extra (or missing) layers
-        raise CheckpointError(f"{source}: holds a {have}-layer model, but the model it is loaded into has {want} "
-                              f"layers (a resume needs the architecture the run was started with).")  # fmt: skip
+        raise CheckpointError(
+            f"{source}: holds a {have}-layer model, but the model it is loaded into has {want} "
+            f"layers (a resume needs the architecture the run was started with)."
+        )
     if missing or unknown:
         parts = []
         if missing:
@@ -181,21 +199,28 @@ def read_original_release(path: Path) -> tuple[GPT1Config, dict[str, torch.Tenso
     flat = np.concatenate(pieces)
     sizes = [int(np.prod(s)) for s in shapes]
     if sum(sizes) != flat.size:
-        raise CheckpointError(f"{path}: the params_*.npy files hold {flat.size} numbers; params_shapes.json needs {sum(sizes)}.")
+        raise CheckpointError(
+            f"{path}: the params_*.npy files hold {flat.size} numbers; params_shapes.json needs {sum(sizes)}."
+        )
     if len(shapes) < 2 or (len(shapes) - 2) % len(_ORIGINAL_LAYER_PARAMS):
         raise CheckpointError(f"{path / 'params_shapes.json'}: {len(shapes)} entries is not 2 + 12 per layer.")
     arrays = [a.reshape(s) for a, s in zip(np.split(flat, np.cumsum(sizes)[:-1]), shapes)]
     n_positions, n_embd = shapes[0]
     config = GPT1Config(
-        vocab_size=shapes[1][0], n_positions=n_positions, n_embd=n_embd,
-        n_layer=(len(shapes) - 2) // len(_ORIGINAL_LAYER_PARAMS), n_head=max(1, n_embd // 64),
-    )  # fmt: skip
+        vocab_size=shapes[1][0],
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=(len(shapes) - 2) // len(_ORIGINAL_LAYER_PARAMS),
+        n_head=max(1, n_embd // 64),
+    )
     state = {"positions_embed.weight": arrays[0], "tokens_embed.weight": arrays[1]}
     for j, array in enumerate(arrays[2:]):
         layer, name = divmod(j, len(_ORIGINAL_LAYER_PARAMS))
         state[f"h.{layer}.{_ORIGINAL_LAYER_PARAMS[name]}"] = array.squeeze(0) if array.ndim == 3 else array
     # The release's conv weights are (in, out), like HF's Conv1D: reuse that mapping.
-    return config, hf_to_ours({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()})
+    return config, hf_to_ours(
+        {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()}
+    )
 
 
 # ---- saving ----------------------------------------------------------------------------------------

@@ -13,14 +13,25 @@ import os
 import sys
 from pathlib import Path
 
-from .cli_checks import (UserError, check_model_arg, check_out_dir, check_out_file, check_run_args, coerce_settings,
-                         flagify, hub_message, parser_flags)  # fmt: skip
+from .cli_checks import (
+    UserError,
+    check_model_arg,
+    check_out_dir,
+    check_out_file,
+    check_run_args,
+    coerce_settings,
+    flagify,
+    hub_message,
+    parser_flags,
+)
 
 DEFAULT_TOKENIZER = "openai-community/openai-gpt"
 # Library argument names that a verb's flags spell differently (for `flagify`).
-FLAG_ALIASES = {"generate": {"num_return_sequences": "--num-samples", "eos_token_id": "--eos-id"},
-                "evaluate": {"stride": "--stride", "max_length": "--max-length"},
-                "pretrain": {"warmup_steps": "--warmup", "warmup_fraction": "--warmup"}}  # fmt: skip
+FLAG_ALIASES = {
+    "generate": {"num_return_sequences": "--num-samples", "eos_token_id": "--eos-id"},
+    "evaluate": {"stride": "--stride", "max_length": "--max-length"},
+    "pretrain": {"warmup_steps": "--warmup", "warmup_fraction": "--warmup"},
+}
 
 
 # ---- shared helpers ---------------------------------------------------------------------------------
@@ -37,8 +48,14 @@ def parse_dtype(name: str | None, device: str | None = None):
 
     if name in (None, "auto"):
         return None
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if name not in table:
         raise UserError(f"--dtype {name!r} is not supported; use float32, bfloat16 or float16 (GPU only).")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -57,9 +74,12 @@ def report_run(verb: str, result: dict, summary: str) -> None:
 
 # ---- info ---------------------------------------------------------------------------------------------
 def _add_info(sub) -> None:
-    p = sub.add_parser("info", help="show a model's config and parameter count",
-                       description="Print a model's architecture (layers, width, heads, context, vocabulary) and its "
-                                   "parameter count, without running it.")  # fmt: skip
+    p = sub.add_parser(
+        "info",
+        help="show a model's config and parameter count",
+        description="Print a model's architecture (layers, width, heads, context, vocabulary) and its "
+        "parameter count, without running it.",
+    )
     p.add_argument("model", help="model dir, OpenAI release dir, hub id, or preset:NAME")
 
 
@@ -81,9 +101,12 @@ def _cmd_info(args) -> None:
 
 # ---- tokenize -----------------------------------------------------------------------------------------
 def _add_tokenize(sub) -> None:
-    p = sub.add_parser("tokenize", help="show how GPT-1's tokenizer splits a text",
-                       description="Print the BPE tokens (or ids) GPT-1's original tokenizer makes of a text; word "
-                                   "ends show as </w>, and the newline token as \\n</w>.")  # fmt: skip
+    p = sub.add_parser(
+        "tokenize",
+        help="show how GPT-1's tokenizer splits a text",
+        description="Print the BPE tokens (or ids) GPT-1's original tokenizer makes of a text; word "
+        "ends show as </w>, and the newline token as \\n</w>.",
+    )
     p.add_argument("text", help="the text (use - to read standard input)")
     p.add_argument("--ids", action="store_true", help="print token ids instead of token strings")
     p.add_argument("--tokenizer", default=None, help=f"tokenizer dir or hub id (default {DEFAULT_TOKENIZER})")
@@ -100,10 +123,13 @@ def _cmd_tokenize(args) -> None:
 
 # ---- convert ------------------------------------------------------------------------------------------
 def _add_convert(sub) -> None:
-    p = sub.add_parser("convert", help="convert OpenAI's original npy release into an HF model dir",
-                       description="Read OpenAI's release (params_shapes.json + params_0..9.npy, and the vocabulary "
-                                   "files when present) and write config.json + model.safetensors (+ tokenizer) that "
-                                   "transformers and gpt1 load.")  # fmt: skip
+    p = sub.add_parser(
+        "convert",
+        help="convert OpenAI's original npy release into an HF model dir",
+        description="Read OpenAI's release (params_shapes.json + params_0..9.npy, and the vocabulary "
+        "files when present) and write config.json + model.safetensors (+ tokenizer) that "
+        "transformers and gpt1 load.",
+    )
     p.add_argument("original_dir", help="the release dir (with params_shapes.json)")
     p.add_argument("out_dir", help="the HF model dir to write (created if missing)")
 
@@ -120,16 +146,23 @@ def _cmd_convert(args) -> None:
 
 # ---- prepare ------------------------------------------------------------------------------------------
 def _add_prepare(sub) -> None:
-    p = sub.add_parser("prepare", help="tokenize a corpus into uint16 train.bin / val.bin shards for pre-training",
-                       description="Tokenize documents (text files, folders, JSONL/CSV/Parquet records or a hub "
-                                   "dataset) once, ending each with <|endoftext|>, into flat train.bin / val.bin "
-                                   "shards that `gpt1 pretrain --data OUT` reads. Unchanged input reuses the shards.")  # fmt: skip
+    p = sub.add_parser(
+        "prepare",
+        help="tokenize a corpus into uint16 train.bin / val.bin shards for pre-training",
+        description="Tokenize documents (text files, folders, JSONL/CSV/Parquet records or a hub "
+        "dataset) once, ending each with <|endoftext|>, into flat train.bin / val.bin "
+        "shards that `gpt1 pretrain --data OUT` reads. Unchanged input reuses the shards.",
+    )
     p.add_argument("--data", nargs="+", required=True, help="text files, folders, JSONL/CSV/Parquet, or a hub dataset")
     p.add_argument("--out", required=True, help="output dir (train.bin, val.bin, meta.json, tokenizer files)")
     p.add_argument("--tokenizer", default=None, help=f"tokenizer dir or hub id (default {DEFAULT_TOKENIZER})")
-    p.add_argument("--vocab-size", type=int, default=None,
-                   help="learn a GPT-1-style BPE of this many entries on the corpus instead of using --tokenizer "
-                        "(saved beside the shards; e.g. 8000 for small CPU models)")
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="learn a GPT-1-style BPE of this many entries on the corpus instead of using --tokenizer "
+        "(saved beside the shards; e.g. 8000 for small CPU models)",
+    )
     p.add_argument("--text-column", default="text", help="column holding the text in JSONL/CSV/Parquet/hub data")
     p.add_argument("--val-fraction", type=float, default=0.005, help="share of text held out for validation")
     p.add_argument("--num-proc", type=int, default=os.cpu_count() or 1, help="tokenizer worker processes")
@@ -147,8 +180,17 @@ def _cmd_prepare(args) -> None:
         if args.vocab_size < 16:
             raise UserError(f"--vocab-size {args.vocab_size} is too small; use at least a few hundred (e.g. 8000).")
     tok = None if args.vocab_size is not None else load_tokenizer_for(None, args.tokenizer)
-    prepare_corpus(args.data, args.out, tok, text_column=args.text_column, val_fraction=args.val_fraction,
-                   num_proc=args.num_proc, seed=args.seed, force=args.force, vocab_size=args.vocab_size)  # fmt: skip
+    prepare_corpus(
+        args.data,
+        args.out,
+        tok,
+        text_column=args.text_column,
+        val_fraction=args.val_fraction,
+        num_proc=args.num_proc,
+        seed=args.seed,
+        force=args.force,
+        vocab_size=args.vocab_size,
+    )
 
 
 # ---- pretrain -----------------------------------------------------------------------------------------
@@ -165,11 +207,12 @@ def _int_like(text: str) -> int:
 
 def _add_pretrain(sub) -> None:
     p = sub.add_parser(
-        "pretrain", argument_default=argparse.SUPPRESS,
+        "pretrain",
+        argument_default=argparse.SUPPRESS,
         help="pre-train a GPT on unlabelled text (paper stage 1); flags override --config",
         description="Pre-train a GPT language model. Settings come from defaults, then --config (YAML/JSON), then "
-                    "flags; the resolved config is saved in RUN_DIR/run_config.json.",
-    )  # fmt: skip
+        "flags; the resolved config is saved in RUN_DIR/run_config.json.",
+    )
     p.add_argument("--data", nargs="+", help="text files, folders, JSONL/CSV/Parquet, a hub dataset, or a prepared dir")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--preset", help="start from random weights of a preset: gpt1, small, mini, tiny")
@@ -181,8 +224,14 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--epochs", type=float, help="passes over the training shard")
     p.add_argument("--batch-tokens", type=_int_like, help="global batch in tokens (default 32768 = 64 x 512)")
     p.add_argument("--micro-batch", type=int, help="sequences per process per micro-step (default: <= 8)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: by depth, 2.5e-4 for gpt1; README: Pre-training)")
-    p.add_argument("--warmup", type=float, help="warmup steps, or a fraction of all steps if < 1 (default: by depth, 2000 for gpt1)")
+    p.add_argument(
+        "--lr", type=float, help="peak learning rate (default: by depth, 2.5e-4 for gpt1; README: Pre-training)"
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        help="warmup steps, or a fraction of all steps if < 1 (default: by depth, 2000 for gpt1)",
+    )
     p.add_argument("--schedule", choices=["cosine", "linear", "constant"], help="decay after warmup (default cosine)")
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay on matrices (default 0.01)")
     p.add_argument("--grad-clip", type=float, help="global gradient-norm clip, 0 = off (default 1.0)")
@@ -194,7 +243,10 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 autocast where supported")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--tokenizer", help=f"tokenizer dir or hub id (default: the model's, else a prepared corpus's own, else {DEFAULT_TOKENIZER})")
+    p.add_argument(
+        "--tokenizer",
+        help=f"tokenizer dir or hub id (default: the model's, else a prepared corpus's own, else {DEFAULT_TOKENIZER})",
+    )
     p.add_argument("--val-fraction", type=float, help="share of text held out for validation (default 0.005)")
     p.add_argument("--num-proc", type=int, help="tokenizer worker processes (default 1)")
     p.add_argument("--text-column", help="text column of JSONL/CSV/Parquet/hub data (default text)")
@@ -226,13 +278,18 @@ def _cmd_pretrain(args) -> None:
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     from_file = {}
     if getattr(args, "config", None):  # typed and checked like the flags they stand for
-        from_file = coerce_settings(_read_config_file(args.config), verb_parser(build_parser(), "pretrain"), args.config)
+        from_file = coerce_settings(
+            _read_config_file(args.config), verb_parser(build_parser(), "pretrain"), args.config
+        )
     settings = {**from_file, **flags}
     unknown = sorted(set(settings) - set(PRETRAIN_DEFAULTS))
     if unknown:
-        raise UserError(f"unknown setting(s) {', '.join(unknown)} in {args.config}; known: {', '.join(PRETRAIN_DEFAULTS)}.")
-    check_run_args(preset=settings.get("preset"), out=settings.get("out"), device=settings.get("device"),
-                   lr=settings.get("lr"))  # fmt: skip
+        raise UserError(
+            f"unknown setting(s) {', '.join(unknown)} in {args.config}; known: {', '.join(PRETRAIN_DEFAULTS)}."
+        )
+    check_run_args(
+        preset=settings.get("preset"), out=settings.get("out"), device=settings.get("device"), lr=settings.get("lr")
+    )
     devices = int(settings.get("devices") or 1)
     if devices < 1:
         raise UserError(f"--devices {devices} is invalid; use 1 or more.")
@@ -270,8 +327,18 @@ def _launch_torchrun(settings: dict, devices: int) -> None:
     env = dict(os.environ)
     if not on_gpu:  # split this machine's cores between the CPU processes
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
-           "-m", "gpt1", "pretrain", "--config", str(launch)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={devices}",
+        "-m",
+        "gpt1",
+        "pretrain",
+        "--config",
+        str(launch),
+    ]
     print("launching: " + " ".join(cmd), flush=True)
     rc = subprocess.call(cmd, env=env)
     if rc:
@@ -280,15 +347,21 @@ def _launch_torchrun(settings: dict, devices: int) -> None:
 
 # ---- serve --------------------------------------------------------------------------------------------
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="OpenAI-compatible HTTP API (/v1/completions, streaming) and a web playground",
-                       description="Serve a model over OpenAI's completions API (POST /v1/completions, streaming, "
-                                   "GET /v1/models, /health) with continuous batching, and a web playground at /. "
-                                   "Completions stop at a fine-tuned run's end-of-text token (the request field "
-                                   "ignore_eos turns that off).")  # fmt: skip
+    p = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP API (/v1/completions, streaming) and a web playground",
+        description="Serve a model over OpenAI's completions API (POST /v1/completions, streaming, "
+        "GET /v1/models, /health) with continuous batching, and a web playground at /. "
+        "Completions stop at a fine-tuned run's end-of-text token (the request field "
+        "ignore_eos turns that off).",
+    )
     p.add_argument("--model", required=True, help="model dir, hub id, or preset:NAME (random weights)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the API and the "
-                        "playground, without authentication, to every network this machine is on)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the API and the "
+        "playground, without authentication, to every network this machine is on)",
+    )
     p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default 8000)")
     p.add_argument("--max-batch", type=int, default=8, help="most sequences decoded together (default 8)")
     p.add_argument("--max-queue", type=int, default=64, help="most requests waiting; more get 503 (default 64)")
@@ -304,8 +377,17 @@ def _cmd_serve(args) -> None:
 
     check_model_arg(args.model)
     device = resolve_device(args.device)
-    serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_queue=args.max_queue,
-          tokenizer=args.tokenizer, dtype=parse_dtype(args.dtype, device), device=device, name=args.name)  # fmt: skip
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        tokenizer=args.tokenizer,
+        dtype=parse_dtype(args.dtype, device),
+        device=device,
+        name=args.name,
+    )
 
 
 # ---- finetune -----------------------------------------------------------------------------------------
@@ -315,20 +397,24 @@ _ZERO_SHOT = ("sst2", "cola", "race", "rocstories", "dprd")
 
 
 def _add_task_columns(p) -> None:
-    g = p.add_argument_group("columns of your own data (generic tasks: classification, entailment, similarity, "
-                             "multiple-choice)")  # fmt: skip
+    g = p.add_argument_group(
+        "columns of your own data (generic tasks: classification, entailment, similarity, multiple-choice)"
+    )
     g.add_argument("--text-column", help="text (classification), premise or first text (default text)")
     g.add_argument("--text-pair-column", help="hypothesis or second text (default text_pair)")
     g.add_argument("--context-column", help="multiple choice: the context (default context)")
     g.add_argument("--question-column", help="multiple choice: a question appended to the context (optional)")
-    g.add_argument("--choice-columns", help="multiple choice: comma-separated answer columns, or one list column "
-                                            "(default choices)")  # fmt: skip
+    g.add_argument(
+        "--choice-columns", help="multiple choice: comma-separated answer columns, or one list column (default choices)"
+    )
     g.add_argument("--label-column", help="the label: class name/id, score, or answer index (default label)")
 
 
 def _task_columns(args) -> dict:
-    cols = {k: getattr(args, k, None) for k in ("text_column", "text_pair_column", "context_column",
-                                                  "question_column", "label_column")}  # fmt: skip
+    cols = {
+        k: getattr(args, k, None)
+        for k in ("text_column", "text_pair_column", "context_column", "question_column", "label_column")
+    }
     if getattr(args, "choice_columns", None):
         cols["choice_columns"] = [c.strip() for c in args.choice_columns.split(",") if c.strip()]
     return {k: v for k, v in cols.items() if v is not None}
@@ -336,8 +422,12 @@ def _task_columns(args) -> dict:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Precision, device, compile, tokenizer processes, resume and progress: the same for both fine-tuning verbs."""
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto (default): bf16 autocast where the hardware has bf16, else fp32")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="auto (default): bf16 autocast where the hardware has bf16, else fp32",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--num-proc", type=int, default=1, help="tokenizer worker processes")
@@ -347,14 +437,21 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def _add_finetune(sub) -> None:
     p = sub.add_parser(
-        "finetune", help="fine-tune on a task with the paper's input transformations and auxiliary LM loss (stage 2)",
+        "finetune",
+        help="fine-tune on a task with the paper's input transformations and auxiliary LM loss (stage 2)",
         description="Discriminative fine-tuning (paper §3.2-3.3). Defaults are the paper's: lr 6.25e-5, batch 32, "
-                    "3 epochs, 0.2% linear warmup then linear decay, classifier dropout 0.1, --lm-coef 0.5.",
-    )  # fmt: skip
-    p.add_argument("--task", required=True, help=f"one of: {', '.join(_FT_TASKS)}; or your own data: classification, "
-                                                 "entailment, similarity, multiple-choice")  # fmt: skip
+        "3 epochs, 0.2% linear warmup then linear decay, classifier dropout 0.1, --lm-coef 0.5.",
+    )
+    p.add_argument(
+        "--task",
+        required=True,
+        help=f"one of: {', '.join(_FT_TASKS)}; or your own data: classification, "
+        "entailment, similarity, multiple-choice",
+    )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", help="pre-trained weights: model/run dir or hub id (e.g. openai-community/openai-gpt)")
+    which.add_argument(
+        "--model", help="pre-trained weights: model/run dir or hub id (e.g. openai-community/openai-gpt)"
+    )
     which.add_argument("--preset", help="random weights of a preset (gpt1, small, mini, tiny): no pre-training")
     p.add_argument("--data", help="task file or folder (GLUE's SST-2/ ...); default: the task's hub dataset")
     p.add_argument("--val-data", help="validation file (default: the folder's dev split, else --val-fraction of train)")
@@ -365,8 +462,12 @@ def _add_finetune(sub) -> None:
     p.add_argument("--max-steps", type=int, help="optimizer steps instead of --epochs")
     p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
     p.add_argument("--lr", type=float, default=6.25e-5, help="peak learning rate (default 6.25e-5)")
-    p.add_argument("--lm-coef", type=float, default=0.5, help="weight λ of the auxiliary LM loss; 0 = off (default 0.5)")
-    p.add_argument("--warmup-fraction", type=float, default=0.002, help="linear warmup share of training (default 0.002)")
+    p.add_argument(
+        "--lm-coef", type=float, default=0.5, help="weight λ of the auxiliary LM loss; 0 = off (default 0.5)"
+    )
+    p.add_argument(
+        "--warmup-fraction", type=float, default=0.002, help="linear warmup share of training (default 0.002)"
+    )
     p.add_argument("--weight-decay", type=float, default=0.01, help="decoupled weight decay on matrices (default 0.01)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="global gradient-norm clip, 0 = off (default 1.0)")
     p.add_argument("--clf-dropout", type=float, default=0.1, help="dropout before the task head (default 0.1)")
@@ -388,15 +489,38 @@ def _cmd_finetune(args) -> None:
         raise UserError(f"--max-steps {args.max_steps} is invalid; use 1 or more.")
     check_run_args(preset=args.preset, out=args.out, device=args.device, lr=args.lr)
     result = finetune(
-        args.task, args.data, args.out, model=args.model, preset=args.preset, tokenizer=args.tokenizer,
-        val_data=args.val_data, val_fraction=args.val_fraction, epochs=args.epochs, max_steps=args.max_steps,
-        batch_size=args.batch_size, lr=args.lr, lm_coef=args.lm_coef, warmup_fraction=args.warmup_fraction,
-        weight_decay=args.weight_decay, grad_clip=args.grad_clip, clf_dropout=args.clf_dropout,
-        eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every,
-        eval_batch_size=args.eval_batch_size, max_train=args.max_train, max_val=args.max_val, seed=args.seed,
-        precision=args.precision, device=args.device, compile=args.compile, resume=args.resume,
-        progress=args.progress, num_proc=args.num_proc, **_task_columns(args),
-    )  # fmt: skip
+        args.task,
+        args.data,
+        args.out,
+        model=args.model,
+        preset=args.preset,
+        tokenizer=args.tokenizer,
+        val_data=args.val_data,
+        val_fraction=args.val_fraction,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lm_coef=args.lm_coef,
+        warmup_fraction=args.warmup_fraction,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        clf_dropout=args.clf_dropout,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        log_every=args.log_every,
+        eval_batch_size=args.eval_batch_size,
+        max_train=args.max_train,
+        max_val=args.max_val,
+        seed=args.seed,
+        precision=args.precision,
+        device=args.device,
+        compile=args.compile,
+        resume=args.resume,
+        progress=args.progress,
+        num_proc=args.num_proc,
+        **_task_columns(args),
+    )
     main = result["main_metric"]
     last = f"{main} {result[main]:.4f}" if result.get(main) is not None else ""
     best = f", best {main} {result['best']:.4f} (in {result['run_dir']}/best)" if result.get("best") is not None else ""
@@ -406,10 +530,11 @@ def _cmd_finetune(args) -> None:
 # ---- evaluate -----------------------------------------------------------------------------------------
 def _add_evaluate(sub) -> None:
     p = sub.add_parser(
-        "evaluate", help="task metrics of a fine-tuned model, zero-shot heuristics, or perplexity / bits per byte",
+        "evaluate",
+        help="task metrics of a fine-tuned model, zero-shot heuristics, or perplexity / bits per byte",
         description="Three modes: a fine-tuned model on --task/--data (metric table + predictions); --zero-shot NAME "
-                    "(the paper's §5 heuristics with the LM alone); --perplexity FILE (sliding window).",
-    )  # fmt: skip
+        "(the paper's §5 heuristics with the LM alone); --perplexity FILE (sliding window).",
+    )
     p.add_argument("--model", required=True, help="run dir, model dir or hub id")
     p.add_argument("--task", help="the task (default: the one the model was fine-tuned on)")
     mode = p.add_mutually_exclusive_group()
@@ -430,10 +555,9 @@ def _add_evaluate(sub) -> None:
 
 
 def _cmd_evaluate(args) -> None:
-    from .finetune import evaluate
-
     from .data.readers import read_text_file
     from .devices import resolve_device
+    from .finetune import evaluate
 
     if args.perplexity is None and args.data is None and args.zero_shot == "dprd":
         raise UserError("--zero-shot dprd needs --data (CSV/JSONL with sentence, option1, option2, answer).")
@@ -447,11 +571,22 @@ def _cmd_evaluate(args) -> None:
         read_text_file(args.perplexity, "--perplexity")
     device = resolve_device(args.device)
     result = evaluate(
-        args.model, args.task, args.data, split=args.split, zero_shot=args.zero_shot, perplexity=args.perplexity,
-        tokenizer=args.tokenizer, calibration_data=args.calibration_data, batch_size=args.batch_size,
-        stride=args.stride, max_length=args.max_length, max_examples=args.max_examples, progress=args.progress,
-        device=device, **_task_columns(args),
-    )  # fmt: skip
+        args.model,
+        args.task,
+        args.data,
+        split=args.split,
+        zero_shot=args.zero_shot,
+        perplexity=args.perplexity,
+        tokenizer=args.tokenizer,
+        calibration_data=args.calibration_data,
+        batch_size=args.batch_size,
+        stride=args.stride,
+        max_length=args.max_length,
+        max_examples=args.max_examples,
+        progress=args.progress,
+        device=device,
+        **_task_columns(args),
+    )
     rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
     width = max(len(k) for k, _ in rows)
     print(f"{'metric':<{width}}  value")
@@ -465,11 +600,16 @@ def _cmd_evaluate(args) -> None:
 
 # ---- generate ------------------------------------------------------------------------------------------
 def _add_generate(sub) -> None:
-    p = sub.add_parser("generate", help="continue a prompt (KV-cache greedy, sampling or beam search)",
-                       description="Continue one or more prompts with a model: sampling by default (--temperature, "
-                                   "--top-k, --top-p), or --greedy, or --num-beams B. A fine-tuned run dir stops at "
-                                   "its own end-of-text token.")  # fmt: skip
-    p.add_argument("--model", required=True, help="model dir, hub id, or preset:NAME (random weights; needs --tokenizer)")
+    p = sub.add_parser(
+        "generate",
+        help="continue a prompt (KV-cache greedy, sampling or beam search)",
+        description="Continue one or more prompts with a model: sampling by default (--temperature, "
+        "--top-k, --top-p), or --greedy, or --num-beams B. A fine-tuned run dir stops at "
+        "its own end-of-text token.",
+    )
+    p.add_argument(
+        "--model", required=True, help="model dir, hub id, or preset:NAME (random weights; needs --tokenizer)"
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
     src.add_argument("--prompt-file", help="file with one prompt per non-empty line (- for standard input)")
@@ -483,12 +623,20 @@ def _add_generate(sub) -> None:
     p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (implies --greedy)")
     p.add_argument("--num-samples", type=int, default=1, help="continuations per prompt (default 1)")
     p.add_argument("--stop", action="append", default=None, help="stop at this string (repeatable)")
-    p.add_argument("--eos-id", type=int, action="append", default=None,
-                   help="stop at this token id (repeatable; default: config extra 'eos_token_id' if the model has one)")
+    p.add_argument(
+        "--eos-id",
+        type=int,
+        action="append",
+        default=None,
+        help="stop at this token id (repeatable; default: config extra 'eos_token_id' if the model has one)",
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same samples")
     p.add_argument("--stream", action="store_true", help="print the continuation token by token")
-    p.add_argument("--truncate-left", action="store_true",
-                   help="drop the oldest prompt tokens when prompt + new tokens would pass the model's context")
+    p.add_argument(
+        "--truncate-left",
+        action="store_true",
+        help="drop the oldest prompt tokens when prompt + new tokens would pass the model's context",
+    )
     p.add_argument("--tokenizer", default=None, help="tokenizer dir or hub id (default: the model's own)")
     p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: as stored)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
@@ -509,12 +657,20 @@ def _cmd_generate(args) -> None:
     else:
         prompts = args.prompt
     kwargs = dict(
-        max_new_tokens=args.max_new_tokens, do_sample=not args.greedy and args.num_beams == 1,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size, num_beams=args.num_beams,
-        num_return_sequences=args.num_samples, eos_token_id=args.eos_id, stop=args.stop, seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        do_sample=not args.greedy and args.num_beams == 1,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        num_beams=args.num_beams,
+        num_return_sequences=args.num_samples,
+        eos_token_id=args.eos_id,
+        stop=args.stop,
+        seed=args.seed,
         truncate_left=args.truncate_left,
-    )  # fmt: skip
+    )
     check_generation_settings(**kwargs)  # every value, before a model is loaded (or downloaded)
     if args.stream and (len(prompts) > 1 or args.num_samples > 1 or args.num_beams > 1):
         raise UserError("--stream prints one continuation: give one prompt, --num-samples 1 and --num-beams 1.")
@@ -551,15 +707,20 @@ def _cmd_generate(args) -> None:
 # ---- finetune-lm ------------------------------------------------------------------------------------
 def _add_finetune_lm(sub) -> None:
     p = sub.add_parser(
-        "finetune-lm", help="causal-LM fine-tuning on a text column (e.g. jokes as 'JOKE: <joke><|endoftext|>')",
+        "finetune-lm",
+        help="causal-LM fine-tuning on a text column (e.g. jokes as 'JOKE: <joke><|endoftext|>')",
         description="Fine-tune a causal LM on one text column. The end-of-text token is added as a real vocabulary "
-                    "entry; padding is kept out of the loss and attention; each batch pads only to its own longest "
-                    "example (or --packing fills whole blocks, attention kept inside each example).",
-    )  # fmt: skip
+        "entry; padding is kept out of the loss and attention; each batch pads only to its own longest "
+        "example (or --packing fills whole blocks, attention kept inside each example).",
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="weights: hub id (openai-community/openai-gpt), model dir or gpt1 run dir")
-    which.add_argument("--preset", help="random weights of a preset (gpt1, small, mini, tiny); needs --tokenizer or the hub")
-    p.add_argument("--data", required=True, nargs="+", help="CSV/TSV/JSONL/text file(s) or folder, or a `datasets` name")
+    which.add_argument(
+        "--preset", help="random weights of a preset (gpt1, small, mini, tiny); needs --tokenizer or the hub"
+    )
+    p.add_argument(
+        "--data", required=True, nargs="+", help="CSV/TSV/JSONL/text file(s) or folder, or a `datasets` name"
+    )
     p.add_argument("--text-column", default=None, help="column holding the text (default 'text'), e.g. Joke")
     p.add_argument("--template", default="JOKE: {text}", help="format of each example (default 'JOKE: {text}')")
     p.add_argument("--eos", default="<|endoftext|>", help="end-of-text token appended to each example")
@@ -568,12 +729,24 @@ def _add_finetune_lm(sub) -> None:
     p.add_argument("--epochs", type=float, default=None, help="passes over the training data (default 3)")
     p.add_argument("--max-steps", type=int, help="optimizer steps instead of --epochs")
     p.add_argument("--batch-size", type=int, default=16, help="examples (or packed blocks) per step (default 16)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default 6.25e-5 with --model; with --preset the pre-training lr of its depth)")
-    p.add_argument("--warmup-fraction", type=float, default=None,
-                   help="linear warmup share of training (default 0.002 with --model; with --preset the depth's warmup)")
-    p.add_argument("--schedule", choices=["linear", "cosine", "constant"], default="linear",
-                   help="decay after warmup (default linear)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate (default 6.25e-5 with --model; with --preset the pre-training lr of its depth)",
+    )
+    p.add_argument(
+        "--warmup-fraction",
+        type=float,
+        default=None,
+        help="linear warmup share of training (default 0.002 with --model; with --preset the depth's warmup)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=["linear", "cosine", "constant"],
+        default="linear",
+        help="decay after warmup (default linear)",
+    )
     p.add_argument("--weight-decay", type=float, default=0.01, help="decoupled weight decay on matrices (default 0.01)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="share held out for validation (default 0.05)")
     p.add_argument("--max-val", type=int, default=2000, help="at most this many validation examples (default 2000)")
@@ -581,10 +754,14 @@ def _add_finetune_lm(sub) -> None:
     p.add_argument("--max-length", type=int, help="cut examples to this many tokens (default: the model's context)")
     p.add_argument("--sample-prompt", default="JOKE:", help="prompt sampled at each evaluation ('' = none)")
     p.add_argument("--num-samples", type=int, default=3, help="generations printed per evaluation (default 3)")
-    p.add_argument("--eval-every", type=int, help="steps between evaluations (default: a quarter of the run, at most an epoch)")
+    p.add_argument(
+        "--eval-every", type=int, help="steps between evaluations (default: a quarter of the run, at most an epoch)"
+    )
     p.add_argument("--save-every", type=int, help="steps between checkpoints (default: as --eval-every)")
     p.add_argument("--log-every", type=int, default=10, help="steps between metrics rows (default 10)")
-    p.add_argument("--seed", type=int, default=1234, help="seed of the split, data order, new rows and dropout (default 1234)")
+    p.add_argument(
+        "--seed", type=int, default=1234, help="seed of the split, data order, new rows and dropout (default 1234)"
+    )
     _add_run_options(p)
 
 
@@ -606,33 +783,65 @@ def _cmd_finetune_lm(args) -> None:
         raise UserError(f"--max-length {args.max_length} is invalid; use 2 up to the model's context.")
     check_run_args(preset=args.preset, out=args.out, device=args.device, lr=args.lr)
     result = finetune_lm(
-        args.data if len(args.data) > 1 else args.data[0], args.out, model=args.model, preset=args.preset,
-        tokenizer=args.tokenizer, text_column=args.text_column, template=args.template, eos=args.eos,
-        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
-        warmup_fraction=args.warmup_fraction, schedule=args.schedule, weight_decay=args.weight_decay,
-        val_fraction=args.val_fraction, max_val=args.max_val, packing=args.packing, max_length=args.max_length,
-        sample_prompt=args.sample_prompt or None, num_samples=args.num_samples, eval_every=args.eval_every,
-        save_every=args.save_every, log_every=args.log_every, seed=args.seed, precision=args.precision,
-        device=args.device, compile=args.compile, num_proc=args.num_proc, resume=args.resume, progress=args.progress,
-    )  # fmt: skip
+        args.data if len(args.data) > 1 else args.data[0],
+        args.out,
+        model=args.model,
+        preset=args.preset,
+        tokenizer=args.tokenizer,
+        text_column=args.text_column,
+        template=args.template,
+        eos=args.eos,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_fraction=args.warmup_fraction,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        val_fraction=args.val_fraction,
+        max_val=args.max_val,
+        packing=args.packing,
+        max_length=args.max_length,
+        sample_prompt=args.sample_prompt or None,
+        num_samples=args.num_samples,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        log_every=args.log_every,
+        seed=args.seed,
+        precision=args.precision,
+        device=args.device,
+        compile=args.compile,
+        num_proc=args.num_proc,
+        resume=args.resume,
+        progress=args.progress,
+    )
     val = f", val_loss {result['val_loss']:.4f}" if result.get("val_loss") is not None else ""
-    report_run("finetune-lm", result, f"step {result['step']}{val}; run dir {result['run_dir']} (eos id {result['eos_token_id']})")
+    report_run(
+        "finetune-lm",
+        result,
+        f"step {result['step']}{val}; run dir {result['run_dir']} (eos id {result['eos_token_id']})",
+    )
 
 
 # ---- demo -------------------------------------------------------------------------------------------
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="offline: train a small GPT-1 on pyjokes' jokes and print new jokes (minutes, CPU)",
-                       description="Learn a small BPE on the jokes of the pyjokes package, train a GPT-1-architecture "
-                                   "model on them (offline, a few minutes on a CPU), show the loss falling and print "
-                                   "new jokes sampled from the best validation step. Running it again replaces the "
-                                   "earlier demo run in --out (it says so); --resume auto continues it instead.")  # fmt: skip
+    p = sub.add_parser(
+        "demo",
+        help="offline: train a small GPT-1 on pyjokes' jokes and print new jokes (minutes, CPU)",
+        description="Learn a small BPE on the jokes of the pyjokes package, train a GPT-1-architecture "
+        "model on them (offline, a few minutes on a CPU), show the loss falling and print "
+        "new jokes sampled from the best validation step. Running it again replaces the "
+        "earlier demo run in --out (it says so); --resume auto continues it instead.",
+    )
     p.add_argument("--out", default="runs/demo", help="the run dir (default runs/demo)")
     p.add_argument("--model", help="fine-tune these weights instead (e.g. openai-community/openai-gpt; online)")
     p.add_argument("--quick", action="store_true", help="a CI-sized run (seconds): tiny model, 30 steps")
     p.add_argument("--steps", type=int, help="optimizer steps (default 300, --quick 30)")
     p.add_argument("--num-jokes", type=int, default=8, help="jokes generated at the end (default 8)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 from scratch, 6.25e-5 with --model)")
-    p.add_argument("--seed", type=int, default=1234, help="seed of the split, weights, data order and sampling (default 1234)")
+    p.add_argument(
+        "--seed", type=int, default=1234, help="seed of the split, weights, data order and sampling (default 1234)"
+    )
     p.add_argument("--resume", help="'auto' (latest checkpoint in --out, if any) or a checkpoint path")
 
 
@@ -642,15 +851,33 @@ def _cmd_demo(args) -> None:
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps {args.steps} is invalid; use 1 or more.")
     check_run_args(out=args.out, lr=args.lr)
-    result = demo(args.out, model=args.model, quick=args.quick, steps=args.steps, num_jokes=args.num_jokes,
-                  lr=args.lr, seed=args.seed, resume=args.resume)  # fmt: skip
+    result = demo(
+        args.out,
+        model=args.model,
+        quick=args.quick,
+        steps=args.steps,
+        num_jokes=args.num_jokes,
+        lr=args.lr,
+        seed=args.seed,
+        resume=args.resume,
+    )
     if result["interrupted"]:  # as finetune-lm does: say so, say how to continue, exit 130
-        again = " ".join(f"{flag} {value}" for flag, value in (("--model", args.model), ("--steps", args.steps),
-                                                                ("--lr", args.lr), ("--seed", args.seed))
-                         if value is not None and not (flag == "--seed" and value == 1234))  # fmt: skip
+        again = " ".join(
+            f"{flag} {value}"
+            for flag, value in (
+                ("--model", args.model),
+                ("--steps", args.steps),
+                ("--lr", args.lr),
+                ("--seed", args.seed),
+            )
+            if value is not None and not (flag == "--seed" and value == 1234)
+        )
         print(f"interrupted at step {result['step']}; the checkpoint is in {result['run_dir']}")
-        print(f"resume with: gpt1 demo --out {result['run_dir']}{' --quick' if args.quick else ''}"
-              f"{' ' + again if again else ''} --resume auto", file=sys.stderr)  # fmt: skip
+        print(
+            f"resume with: gpt1 demo --out {result['run_dir']}{' --quick' if args.quick else ''}"
+            f"{' ' + again if again else ''} --resume auto",
+            file=sys.stderr,
+        )
         raise KeyboardInterrupt
 
 
@@ -667,17 +894,21 @@ def _float_list(text: str) -> list[float]:
 
 def _add_reproduce(sub) -> None:
     p = sub.add_parser(
-        "reproduce", argument_default=argparse.SUPPRESS,
+        "reproduce",
+        argument_default=argparse.SUPPRESS,
         help="the paper's analysis at a budget: pre-train, then Table 5's ablations and Figure 2's curves",
         description="Pre-train on books (or take --model), fine-tune on every task given with and without "
-                    "pre-training and the auxiliary LM loss, transfer 0..L layers, track the zero-shot heuristics "
-                    "over pre-training, and write RUN/report.md, report.json and figures. Run the same command again "
-                    "to continue an interrupted run. --scale default takes about an hour on a 2-core CPU; quick "
-                    "takes seconds; gpt1 is the paper's model and recipe (a GPU job).",
-    )  # fmt: skip
+        "pre-training and the auxiliary LM loss, transfer 0..L layers, track the zero-shot heuristics "
+        "over pre-training, and write RUN/report.md, report.json and figures. Run the same command again "
+        "to continue an interrupted run. --scale default takes about an hour on a 2-core CPU; quick "
+        "takes seconds; gpt1 is the paper's model and recipe (a GPU job).",
+    )
     p.add_argument("--out", required=True, help="the run dir")
-    p.add_argument("--scale", choices=["default", "quick", "gpt1"],
-                   help="a set of sizes and budgets (default: about an hour on a 2-core CPU)")
+    p.add_argument(
+        "--scale",
+        choices=["default", "quick", "gpt1"],
+        help="a set of sizes and budgets (default: about an hour on a 2-core CPU)",
+    )
     p.add_argument("--config", help="YAML or JSON file of settings (keys as the flags); flags override it")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--books", help="folder of text files to pre-train on (e.g. the shared Gutenberg books)")
@@ -685,8 +916,11 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--tokenizer", help="with --books: this tokenizer instead of learning a BPE on the books")
     p.add_argument("--glue", help="folder with GLUE's task folders (SST-2, CoLA, MRPC, RTE, STS-B; train.tsv each)")
     p.add_argument("--story-cloze", help="the Story Cloze CSV (cloze_test_val__spring2016.csv)")
-    p.add_argument("--tasks", type=lambda t: [x for x in t.split(",") if x],
-                   help="tasks to run, comma-separated (default: sst2,cola,mrpc,rte,stsb,rocstories)")
+    p.add_argument(
+        "--tasks",
+        type=lambda t: [x for x in t.split(",") if x],
+        help="tasks to run, comma-separated (default: sst2,cola,mrpc,rte,stsb,rocstories)",
+    )
     p.add_argument("--preset", help="model preset to pre-train (default mini)")
     p.add_argument("--vocab-size", type=int, help="BPE entries learned on the books (default 8000)")
     p.add_argument("--pretrain-tokens", type=_int_like, help="pre-training budget in tokens (default 16M)")
@@ -724,8 +958,20 @@ def _cmd_reproduce(args) -> None:
 
 
 # In the order `gpt1 --help` lists them: the first minute's commands, then the paper's two stages, then serving.
-COMMANDS = ["demo", "generate", "info", "tokenize", "convert", "prepare", "pretrain", "finetune-lm", "finetune",
-            "evaluate", "reproduce", "serve"]
+COMMANDS = [
+    "demo",
+    "generate",
+    "info",
+    "tokenize",
+    "convert",
+    "prepare",
+    "pretrain",
+    "finetune-lm",
+    "finetune",
+    "evaluate",
+    "reproduce",
+    "serve",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

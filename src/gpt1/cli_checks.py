@@ -106,15 +106,22 @@ def hub_message(args: argparse.Namespace, e) -> str:
     """A `HubUnavailable` as the flag to pass instead (the id came from --tokenizer, --model or a default)."""
     tokenizer, model = getattr(args, "tokenizer", None), getattr(args, "model", None)
     if args.command != "info" and e.repo_id == tokenizer:
-        return (f"--tokenizer {tokenizer}: no such directory, and no hub repo of that name to use: {e.detail}; "
-                f"pass a directory with GPT-1's vocabulary files ({VOCAB_FILES}).")  # fmt: skip
+        return (
+            f"--tokenizer {tokenizer}: no such directory, and no hub repo of that name to use: {e.detail}; "
+            f"pass a directory with GPT-1's vocabulary files ({VOCAB_FILES})."
+        )
     if args.command != "info" and e.repo_id == model:
-        instead = "plain `gpt1 demo` (without --model) trains offline" if args.command == "demo" else (
-            "pass a local model dir or run dir instead")  # fmt: skip
+        instead = (
+            "plain `gpt1 demo` (without --model) trains offline"
+            if args.command == "demo"
+            else ("pass a local model dir or run dir instead")
+        )
         return f"--model {model}: no such directory, and no hub repo of that name to use: {e.detail}; {instead}."
     if tokenizer is None and args.command != "info":  # the default tokenizer stood in for one nobody named
-        return (f"no --tokenizer given, and the default {e.repo_id} cannot be loaded: {e.detail}; pass --tokenizer "
-                f"DIR with GPT-1's vocabulary files ({VOCAB_FILES}).")  # fmt: skip
+        return (
+            f"no --tokenizer given, and the default {e.repo_id} cannot be loaded: {e.detail}; pass --tokenizer "
+            f"DIR with GPT-1's vocabulary files ({VOCAB_FILES})."
+        )
     return str(e)
 
 
@@ -141,8 +148,9 @@ def coerce_settings(values: dict[str, Any], parser: argparse.ArgumentParser, sou
             except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
                 raise UserError(f"{flag} {value!r} (from {source}) is invalid: {e}.") from None
         if action.choices is not None and value not in action.choices:
-            raise UserError(f"{flag} {value!r} (from {source}) is invalid: use one of "
-                            f"{', '.join(map(str, action.choices))}.")  # fmt: skip
+            raise UserError(
+                f"{flag} {value!r} (from {source}) is invalid: use one of {', '.join(map(str, action.choices))}."
+            )
         out[key] = value
     return out
 
@@ -161,8 +169,14 @@ def check_model_arg(model: str | None, flag: str = "--model") -> None:
         check_preset(model.split(":", 1)[1], f"{flag} preset:")
 
 
-def check_run_args(*, preset: str | None = None, model: str | None = None, out: str | None = None,
-                   device: str | None = None, lr: float | None = None) -> None:  # fmt: skip
+def check_run_args(
+    *,
+    preset: str | None = None,
+    model: str | None = None,
+    out: str | None = None,
+    device: str | None = None,
+    lr: float | None = None,
+) -> None:
     """The preset, the run dir, the device and the lr of a training verb, before any download or tokenization."""
     import math
 
@@ -179,4 +193,6 @@ def check_run_args(*, preset: str | None = None, model: str | None = None, out: 
         except ValueError as e:
             raise UserError(str(e)) from None
     if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise UserError(f"--lr {lr} is invalid; use a learning rate > 0 (e.g. 6.25e-5 to fine-tune, 2.5e-4 to pre-train).")
+        raise UserError(
+            f"--lr {lr} is invalid; use a learning rate > 0 (e.g. 6.25e-5 to fine-tune, 2.5e-4 to pre-train)."
+        )

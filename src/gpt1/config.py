@@ -54,7 +54,7 @@ class GPT1Config:
         return self.n_embd // self.n_head
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "GPT1Config":
+    def from_preset(cls, name: str, **overrides: Any) -> GPT1Config:
         """A named preset (see `PRESETS`), with optional field overrides."""
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
@@ -86,7 +86,7 @@ class GPT1Config:
         return d
 
     @classmethod
-    def from_hf_dict(cls, d: dict[str, Any]) -> "GPT1Config":
+    def from_hf_dict(cls, d: dict[str, Any]) -> GPT1Config:
         """Build from an HF `config.json` dict, ignoring keys that do not affect the network."""
         known = {f.name for f in dataclasses.fields(cls)} - {"extra", "num_labels"}
         kwargs = {k: v for k, v in d.items() if k in known}
@@ -99,7 +99,7 @@ class GPT1Config:
         Path(path).write_text(json.dumps(self.to_hf_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "GPT1Config":
+    def load(cls, path: str | Path) -> GPT1Config:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
@@ -132,7 +132,7 @@ SCRATCH_LR: dict[str, tuple[float, int]] = {
 }
 
 
-def scratch_lr(config: "GPT1Config") -> tuple[float, int]:
+def scratch_lr(config: GPT1Config) -> tuple[float, int]:
     """(peak lr, warmup steps) for training a model of this shape from random weights: the preset of the same
     depth, else the nearest shallower one (deeper stacks need the smaller lr)."""
     by_depth = sorted(((PRESETS[name]["n_layer"], lr) for name, lr in SCRATCH_LR.items()), reverse=True)

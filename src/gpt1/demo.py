@@ -35,14 +35,14 @@ def demo_jokes() -> list[str]:
 def demo(
     out: str | Path = "runs/demo",
     *,
-    model: Optional[str] = None,
+    model: str | None = None,
     quick: bool = False,
-    steps: Optional[int] = None,
+    steps: int | None = None,
     num_jokes: int = 8,
-    lr: Optional[float] = None,
+    lr: float | None = None,
     seed: int = 1234,
     progress: bool = True,
-    resume: Optional[str] = None,
+    resume: str | None = None,
 ) -> dict[str, Any]:
     """Train on the pyjokes corpus, write the run dir `out` (with loss.png), print and return `num_jokes` new jokes.
 
@@ -72,10 +72,17 @@ def demo(
             from .bpe_training import train_tokenizer
 
             tok = train_tokenizer(texts, size["vocab"], special_tokens=[EOS_TOKEN])
-            config = GPT1Config(vocab_size=len(tok), n_layer=size["n_layer"], n_head=size["n_head"],
-                                n_embd=size["n_embd"], n_positions=size["n_positions"])  # fmt: skip
+            config = GPT1Config(
+                vocab_size=len(tok),
+                n_layer=size["n_layer"],
+                n_head=size["n_head"],
+                n_embd=size["n_embd"],
+                n_positions=size["n_positions"],
+            )
             net = GPT(config)
-        lr = 1e-3 if lr is None else lr  # a small fresh model: the paper's fine-tuning lr (6.25e-5) would barely move it
+        lr = (
+            1e-3 if lr is None else lr
+        )  # a small fresh model: the paper's fine-tuning lr (6.25e-5) would barely move it
     else:
         net, tok = build_model_and_tokenizer(model, None, None)
         if resumed_from is not None:
@@ -84,34 +91,73 @@ def demo(
             tok = Tokenizer.from_pretrained(resumed_from)
         lr = 6.25e-5 if lr is None else lr
     if progress:
-        what = f"fine-tuning {model}" if model else f"training a {net.config.num_parameters() / 1e6:.1f}M-parameter GPT-1-architecture model from scratch"
+        what = (
+            f"fine-tuning {model}"
+            if model
+            else f"training a {net.config.num_parameters() / 1e6:.1f}M-parameter GPT-1-architecture model from scratch"
+        )
         print(f"gpt1 demo: {what} on {len(texts)} jokes from pyjokes -> {out}", flush=True)
     n_steps = steps or size["steps"]
     result = finetune_lm(
-        "pyjokes", out, prepared=(net, tok), texts=texts, max_steps=n_steps, batch_size=size["batch"], lr=lr,
-        warmup_fraction=0.05, val_fraction=0.1, eval_every=max(1, n_steps // 4), log_every=max(1, min(10, n_steps // 10)),
-        sample_prompt=PROMPT, num_samples=2 if progress else 0, sample_tokens=30, seed=seed, progress=progress,
+        "pyjokes",
+        out,
+        prepared=(net, tok),
+        texts=texts,
+        max_steps=n_steps,
+        batch_size=size["batch"],
+        lr=lr,
+        warmup_fraction=0.05,
+        val_fraction=0.1,
+        eval_every=max(1, n_steps // 4),
+        log_every=max(1, min(10, n_steps // 10)),
+        sample_prompt=PROMPT,
+        num_samples=2 if progress else 0,
+        sample_tokens=30,
+        seed=seed,
+        progress=progress,
         resume=resume,
-    )  # fmt: skip
+    )
     if result["interrupted"]:
         return {**result, "jokes": []}
     best_net, best_step = _best_weights(out)
-    jokes = sample(best_net or net, tok, PROMPT, num_jokes, result["eos_token_id"], max_new_tokens=40,
-                   temperature=0.8, top_k=40, seed=seed) if num_jokes else []  # fmt: skip
+    jokes = (
+        sample(
+            best_net or net,
+            tok,
+            PROMPT,
+            num_jokes,
+            result["eos_token_id"],
+            max_new_tokens=40,
+            temperature=0.8,
+            top_k=40,
+            seed=seed,
+        )
+        if num_jokes
+        else []
+    )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train_losses = [r["loss"] for r in rows if "val_loss" not in r and r.get("loss") is not None]
     val_losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
-    result.update(jokes=jokes, first_loss=train_losses[0] if train_losses else None,
-                  last_loss=train_losses[-1] if train_losses else None, val_losses=val_losses,
-                  jokes_step=best_step if best_net is not None else result["step"])  # fmt: skip
+    result.update(
+        jokes=jokes,
+        first_loss=train_losses[0] if train_losses else None,
+        last_loss=train_losses[-1] if train_losses else None,
+        val_losses=val_losses,
+        jokes_step=best_step if best_net is not None else result["step"],
+    )
     if progress:
         if train_losses:
-            print(f"\ntraining loss fell from {train_losses[0]:.3f} to {train_losses[-1]:.3f}; "
-                  f"validation loss by eval: {' -> '.join(f'{v:.3f}' for v in val_losses)}")  # fmt: skip
+            print(
+                f"\ntraining loss fell from {train_losses[0]:.3f} to {train_losses[-1]:.3f}; "
+                f"validation loss by eval: {' -> '.join(f'{v:.3f}' for v in val_losses)}"
+            )
         print(f"run dir: {out} (loss curve: {out / 'loss.png'}, samples: {out / 'samples.jsonl'})")
         weights = out / "best" if best_net is not None else out
-        source = (f"the best validation step, {best_step} of {result['step']} ({weights})" if best_net is not None
-                  else f"the last step, {result['step']} ({weights})")  # fmt: skip
+        source = (
+            f"the best validation step, {best_step} of {result['step']} ({weights})"
+            if best_net is not None
+            else f"the last step, {result['step']} ({weights})"
+        )
         print(f"\n{len(jokes)} new jokes, from the weights of {source}:")
         for j in jokes:
             print(f"  {PROMPT} {j}")
@@ -119,7 +165,7 @@ def demo(
     return result
 
 
-def _run_dir_to_resume(out: Path, resume: Optional[str]) -> Optional[Path]:
+def _run_dir_to_resume(out: Path, resume: str | None) -> Path | None:
     """The run dir whose tokenizer and architecture a resume must reuse (None for a fresh run)."""
     from .train import find_latest_checkpoint
 
@@ -150,15 +196,18 @@ def _clear_earlier_demo(out: Path, progress: bool) -> None:
     if not _is_demo_run(out):
         raise ValueError(f"--out {out} holds checkpoints of a run that is not a demo run; choose another --out.")
     if progress:
-        print(f"gpt1 demo: replacing the earlier demo run in {out} (it had reached {latest.name}); "
-              f"to continue it instead, run gpt1 demo --out {out} --resume auto", flush=True)  # fmt: skip
+        print(
+            f"gpt1 demo: replacing the earlier demo run in {out} (it had reached {latest.name}); "
+            f"to continue it instead, run gpt1 demo --out {out} --resume auto",
+            flush=True,
+        )
     for name in ("checkpoints", "best"):
         shutil.rmtree(out / name, ignore_errors=True)
     for name in ("metrics.jsonl", "samples.jsonl", "loss.png"):
         (out / name).unlink(missing_ok=True)
 
 
-def _best_weights(out: Path) -> tuple[Optional[GPT], Optional[int]]:
+def _best_weights(out: Path) -> tuple[GPT | None, int | None]:
     """The weights in `out/best` (the best validation step) and that step, or (None, None) without them."""
     best = out / "best"
     try:

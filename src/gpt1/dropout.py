@@ -18,7 +18,8 @@ exactly, through torch's RNG state alone. On GPUs the fused `F.dropout` kernels 
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 import torch

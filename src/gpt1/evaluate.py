@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -38,13 +39,14 @@ def predict_task(model, data: TaskData, batch_size: int = 64, progress: bool = F
     was_training = model.training
     model.eval()
     spec = data.spec
-    out_logits: list[Optional[np.ndarray]] = [None] * len(data)
+    out_logits: list[np.ndarray | None] = [None] * len(data)
     bar = _bar(len(data), f"evaluating {spec.name}", progress)
     try:
         with _autocast(model, precision):
             for idx, batch in eval_batches(data, batch_size):
-                out = task_forward(model, spec.kind, batch["input_ids"].to(model.device),
-                                   batch["extract_positions"].to(model.device))  # fmt: skip
+                out = task_forward(
+                    model, spec.kind, batch["input_ids"].to(model.device), batch["extract_positions"].to(model.device)
+                )
                 logits = out.logits.float().cpu().numpy()
                 for k, i in enumerate(idx):
                     out_logits[i] = logits[k]
@@ -75,9 +77,14 @@ def evaluate_task(model, data: TaskData, batch_size: int = 64, progress: bool = 
 # ---- LM scoring --------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def continuation_logprobs(
-    model, prefixes: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], batch_size: int = 32,
-    progress: bool = False, desc: str = "scoring", precision: str = "auto",
-) -> np.ndarray:  # fmt: skip
+    model,
+    prefixes: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    batch_size: int = 32,
+    progress: bool = False,
+    desc: str = "scoring",
+    precision: str = "auto",
+) -> np.ndarray:
     """Average log-probability per token of each continuation given its prefix (prefix cut from the left to fit)."""
     model.eval()
     n_ctx = model.config.n_positions
@@ -118,9 +125,16 @@ ZERO_SHOT_TASKS = ("sst2", "cola", "race", "rocstories", "dprd")
 
 
 def zero_shot(
-    model, tokenizer, task: str, examples: Sequence[dict], *, calibration: Optional[Sequence[dict]] = None,
-    batch_size: int = 32, progress: bool = False, precision: str = "auto",
-) -> dict[str, Any]:  # fmt: skip
+    model,
+    tokenizer,
+    task: str,
+    examples: Sequence[dict],
+    *,
+    calibration: Sequence[dict] | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+    precision: str = "auto",
+) -> dict[str, Any]:
     """The paper's §5 heuristics, using the language model alone (no task head, no fine-tuning).
 
     sst2: append " very" and compare P(positive) with P(negative) for the next token.
@@ -146,17 +160,25 @@ def zero_shot(
             logits = _next_token_logits(model, prompts, batch_size, progress, precision)
             scores = logits[:, pos[0]] - logits[:, neg[0]]
         else:  # a smaller learned vocabulary splits a word: compare the words' whole log-probabilities
-            both = continuation_logprobs(model, prompts * 2, [pos] * len(prompts) + [neg] * len(prompts), batch_size,
-                                         progress)  # fmt: skip
+            both = continuation_logprobs(
+                model, prompts * 2, [pos] * len(prompts) + [neg] * len(prompts), batch_size, progress
+            )
             scores = both[: len(prompts)] * len(pos) - both[len(prompts) :] * len(neg)
         preds = (scores > 0).astype(int)
         metrics = compute_metrics(("accuracy",), labels, preds)
     elif task == "cola":
-        scores = continuation_logprobs(model, [[]] * len(examples), [enc(ex["text"]) for ex in examples],
-                                       batch_size, progress, "scoring")  # fmt: skip
+        scores = continuation_logprobs(
+            model, [[]] * len(examples), [enc(ex["text"]) for ex in examples], batch_size, progress, "scoring"
+        )
         if calibration is not None:
-            c_scores = continuation_logprobs(model, [[]] * len(calibration), [enc(ex["text"]) for ex in calibration],
-                                             batch_size, progress, "calibrating")  # fmt: skip
+            c_scores = continuation_logprobs(
+                model,
+                [[]] * len(calibration),
+                [enc(ex["text"]) for ex in calibration],
+                batch_size,
+                progress,
+                "calibrating",
+            )
             c_labels = np.asarray([ex["label"] for ex in calibration])
             info["threshold_chosen_on"] = f"calibration split ({len(calibration)} labelled examples)"
         else:
@@ -183,7 +205,9 @@ def zero_shot(
         prefixes, conts = [], []
         for ex in examples:
             if ex["sentence"].count("_") != 1:
-                raise ValueError(f"dprd: each sentence needs exactly one '_' where the pronoun was; got {ex['sentence']!r}.")
+                raise ValueError(
+                    f"dprd: each sentence needs exactly one '_' where the pronoun was; got {ex['sentence']!r}."
+                )
             before, after = ex["sentence"].split("_")
             for option in ex["options"]:
                 prefixes.append(enc(before + option))
@@ -209,7 +233,9 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def _next_token_logits(model, seqs: Sequence[Sequence[int]], batch_size: int, progress: bool, precision: str) -> np.ndarray:
+def _next_token_logits(
+    model, seqs: Sequence[Sequence[int]], batch_size: int, progress: bool, precision: str
+) -> np.ndarray:
     """Logits of the token after each sequence (left-truncated to the context)."""
     model.eval()
     n_ctx = model.config.n_positions
@@ -234,9 +260,16 @@ def _next_token_logits(model, seqs: Sequence[Sequence[int]], batch_size: int, pr
 # ---- perplexity --------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def perplexity(
-    model, tokenizer, text: str, *, stride: Optional[int] = None, max_length: Optional[int] = None,
-    batch_size: int = 8, progress: bool = False, precision: str = "auto",
-) -> dict[str, float]:  # fmt: skip
+    model,
+    tokenizer,
+    text: str,
+    *,
+    stride: int | None = None,
+    max_length: int | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+    precision: str = "auto",
+) -> dict[str, float]:
     """Perplexity (per BPE token) and bits per byte (of the UTF-8 text) with a sliding window.
 
     Windows of `max_length` tokens (default: the model's context) advance by `stride` tokens (default: half the
@@ -279,6 +312,14 @@ def perplexity(
             k += len(group)
             bar.update(len(group))
     bar.close()
-    return {"perplexity": math.exp(nll / count), "bits_per_byte": nll / math.log(2) / n_bytes,
-            "nll_per_token": nll / count, "tokens": len(ids), "scored_tokens": count, "bytes": n_bytes,
-            "windows": len(windows), "max_length": max_length, "stride": stride}  # fmt: skip
+    return {
+        "perplexity": math.exp(nll / count),
+        "bits_per_byte": nll / math.log(2) / n_bytes,
+        "nll_per_token": nll / count,
+        "tokens": len(ids),
+        "scored_tokens": count,
+        "bytes": n_bytes,
+        "windows": len(windows),
+        "max_length": max_length,
+        "stride": stride,
+    }

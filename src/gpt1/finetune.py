@@ -12,13 +12,23 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .data.tasks import (TASKS, TaskBatchSource, TaskSpec, add_special_tokens, encode_examples, get_task,
-                         infer_labels, normalize_labels, read_task, split_validation)  # fmt: skip
+from .data.tasks import (
+    TASKS,
+    TaskBatchSource,
+    TaskSpec,
+    add_special_tokens,
+    encode_examples,
+    get_task,
+    infer_labels,
+    normalize_labels,
+    read_task,
+    split_validation,
+)
 
 DEFAULT_TOKENIZER = "openai-community/openai-gpt"
 
 
-def _load_model_and_tokenizer(model: Optional[str], preset: Optional[str], tokenizer, model_overrides: Optional[dict]):
+def _load_model_and_tokenizer(model: str | None, preset: str | None, tokenizer, model_overrides: dict | None):
     from .config import GPT1Config
     from .model import GPT
     from .tokenizer import Tokenizer
@@ -44,16 +54,41 @@ def _columns(kw: dict) -> dict:
 
 
 def finetune(
-    task: str, data: Any = None, out: str | Path = "runs/finetune", *, model: Optional[str] = None,
-    preset: Optional[str] = None, tokenizer: Any = None, val_data: Any = None, val_fraction: float = 0.1,
-    epochs: Optional[float] = 3.0, max_steps: Optional[int] = None, batch_size: int = 32, lr: float = 6.25e-5,
-    lm_coef: float = 0.5, warmup_fraction: float = 0.002, schedule: str = "linear", weight_decay: float = 0.01,
-    grad_clip: float = 1.0, clf_dropout: float = 0.1, eval_every: Optional[int] = None,
-    save_every: Optional[int] = None, log_every: int = 10, eval_batch_size: int = 64,
-    max_train: Optional[int] = None, max_val: Optional[int] = None, seed: int = 42, precision: str = "auto",
-    device: str = "auto", compile: bool = False, resume: Optional[str] = None, progress: bool = True,
-    num_proc: int = 1, model_overrides: Optional[dict] = None, **columns: Any,
-) -> dict:  # fmt: skip
+    task: str,
+    data: Any = None,
+    out: str | Path = "runs/finetune",
+    *,
+    model: str | None = None,
+    preset: str | None = None,
+    tokenizer: Any = None,
+    val_data: Any = None,
+    val_fraction: float = 0.1,
+    epochs: float | None = 3.0,
+    max_steps: int | None = None,
+    batch_size: int = 32,
+    lr: float = 6.25e-5,
+    lm_coef: float = 0.5,
+    warmup_fraction: float = 0.002,
+    schedule: str = "linear",
+    weight_decay: float = 0.01,
+    grad_clip: float = 1.0,
+    clf_dropout: float = 0.1,
+    eval_every: int | None = None,
+    save_every: int | None = None,
+    log_every: int = 10,
+    eval_batch_size: int = 64,
+    max_train: int | None = None,
+    max_val: int | None = None,
+    seed: int = 42,
+    precision: str = "auto",
+    device: str = "auto",
+    compile: bool = False,
+    resume: str | None = None,
+    progress: bool = True,
+    num_proc: int = 1,
+    model_overrides: dict | None = None,
+    **columns: Any,
+) -> dict:
     """Fine-tune `model` (weights dir / hub id) or a fresh `preset` on `task`, writing the run to `out`.
 
     `data` is a file or task folder (or None: the task's hub dataset). Validation is `val_data`, else the folder's
@@ -62,12 +97,14 @@ def finetune(
     generic tasks: text_column, text_pair_column, context_column, question_column, choice_columns, label_column.
     Returns the final metrics with `best` (the best main-metric value) and `run_dir`.
     """
-    from .heads import add_task_head, finetune_loss
     from .evaluate import evaluate_task
-    from .train import Trainer, TrainConfig
+    from .heads import add_task_head, finetune_loss
+    from .train import TrainConfig, Trainer
 
-    unknown = sorted(set(columns) - {"text_column", "text_pair_column", "context_column", "question_column",
-                                     "choice_columns", "label_column"})  # fmt: skip
+    unknown = sorted(
+        set(columns)
+        - {"text_column", "text_pair_column", "context_column", "question_column", "choice_columns", "label_column"}
+    )
     if unknown:
         raise TypeError(f"finetune() got unknown argument(s) {', '.join(unknown)}.")
     if lm_coef < 0:
@@ -116,12 +153,26 @@ def finetune(
 
     spe = source.steps_per_epoch
     cfg = TrainConfig(
-        lr=lr, warmup_steps=None, warmup_fraction=warmup_fraction, schedule=schedule, weight_decay=weight_decay,
-        grad_clip=grad_clip, max_steps=max_steps, epochs=None if max_steps is not None else epochs,
-        eval_every=eval_every or spe, save_every=save_every or eval_every or spe, keep_last=1, log_every=log_every,
-        seed=seed, precision=precision, compile=compile, best_metric=spec.main_metric, best_mode="max",
-        device=device, progress=progress,
-    )  # fmt: skip
+        lr=lr,
+        warmup_steps=None,
+        warmup_fraction=warmup_fraction,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        max_steps=max_steps,
+        epochs=None if max_steps is not None else epochs,
+        eval_every=eval_every or spe,
+        save_every=save_every or eval_every or spe,
+        keep_last=1,
+        log_every=log_every,
+        seed=seed,
+        precision=precision,
+        compile=compile,
+        best_metric=spec.main_metric,
+        best_mode="max",
+        device=device,
+        progress=progress,
+    )
     kind, regression = spec.kind, spec.regression
 
     def loss_fn(m, batch):
@@ -131,13 +182,27 @@ def finetune(
     def evaluate_fn(m):
         return evaluate_task(m, val, eval_batch_size)["metrics"]
 
-    run_config = {"task": spec.name, "kind": kind, "num_labels": spec.num_labels, "data": _str(data),
-                  "val_data": _str(val_data), "validation": val_source, "model": model, "preset": preset,
-                  "lm_coef": lm_coef, "batch_size": batch_size, "clf_dropout": clf_dropout,
-                  "train_examples": len(train), "val_examples": len(val), "special_tokens": sp.__dict__,
-                  "columns": cols, "model_config": net.config.to_hf_dict()}  # fmt: skip
-    trainer = Trainer(net, cfg, source, out, loss_fn=loss_fn, evaluate_fn=evaluate_fn, tokenizer=tok,
-                      run_config=run_config)  # fmt: skip
+    run_config = {
+        "task": spec.name,
+        "kind": kind,
+        "num_labels": spec.num_labels,
+        "data": _str(data),
+        "val_data": _str(val_data),
+        "validation": val_source,
+        "model": model,
+        "preset": preset,
+        "lm_coef": lm_coef,
+        "batch_size": batch_size,
+        "clf_dropout": clf_dropout,
+        "train_examples": len(train),
+        "val_examples": len(val),
+        "special_tokens": sp.__dict__,
+        "columns": cols,
+        "model_config": net.config.to_hf_dict(),
+    }
+    trainer = Trainer(
+        net, cfg, source, out, loss_fn=loss_fn, evaluate_fn=evaluate_fn, tokenizer=tok, run_config=run_config
+    )
     result = trainer.fit(resume=resume)
     result["main_metric"] = spec.main_metric
     result["validation"] = val_source
@@ -146,8 +211,12 @@ def finetune(
 
 def task_info(spec: TaskSpec) -> dict:
     """What a saved model must remember about its task (stored in config.json's gpt1_extra)."""
-    return {"name": spec.name, "kind": spec.kind, "num_labels": spec.num_labels,
-            "label_names": list(spec.label_names) if spec.label_names else None}  # fmt: skip
+    return {
+        "name": spec.name,
+        "kind": spec.kind,
+        "num_labels": spec.num_labels,
+        "label_names": list(spec.label_names) if spec.label_names else None,
+    }
 
 
 def _str(x):
@@ -155,12 +224,23 @@ def _str(x):
 
 
 def evaluate(
-    model: Any, task: Optional[str] = None, data: Any = None, *, split: str = "validation",
-    zero_shot: Optional[str] = None, perplexity: Optional[str | Path] = None, tokenizer: Any = None,
-    calibration_data: Any = None, batch_size: int = 32, stride: Optional[int] = None,
-    max_length: Optional[int] = None, max_examples: Optional[int] = None, progress: bool = True,
-    device: Optional[str] = None, **columns: Any,
-) -> dict[str, Any]:  # fmt: skip
+    model: Any,
+    task: str | None = None,
+    data: Any = None,
+    *,
+    split: str = "validation",
+    zero_shot: str | None = None,
+    perplexity: str | Path | None = None,
+    tokenizer: Any = None,
+    calibration_data: Any = None,
+    batch_size: int = 32,
+    stride: int | None = None,
+    max_length: int | None = None,
+    max_examples: int | None = None,
+    progress: bool = True,
+    device: str | None = None,
+    **columns: Any,
+) -> dict[str, Any]:
     """Evaluate `model` (a path/hub id or a loaded `GPT`) in one of three ways, returning metrics at the top level:
 
     - fine-tuned task (default): `task` (default: the one saved with the model) on `data` → metrics + predictions;
@@ -168,7 +248,8 @@ def evaluate(
       (for cola, `calibration_data` is the labelled split the threshold is chosen on);
     - `perplexity=FILE`: sliding-window perplexity and bits per byte of the file's text (`stride`, `max_length`).
     """
-    from .evaluate import evaluate_task, perplexity as _perplexity
+    from .evaluate import evaluate_task
+    from .evaluate import perplexity as _perplexity
     from .model import GPT
     from .tokenizer import Tokenizer
 
@@ -184,23 +265,34 @@ def evaluate(
     if perplexity is not None:
         from .data.readers import read_text_file
 
-        return _perplexity(net, tokenizer, read_text_file(perplexity), stride=stride, max_length=max_length,
-                           batch_size=batch_size, progress=progress)  # fmt: skip
+        return _perplexity(
+            net,
+            tokenizer,
+            read_text_file(perplexity),
+            stride=stride,
+            max_length=max_length,
+            batch_size=batch_size,
+            progress=progress,
+        )
     cols = _columns(columns)
     if zero_shot is not None:
-        return _zero_shot_eval(net, tokenizer, zero_shot, data, split, calibration_data, batch_size, max_examples,
-                               progress, cols)  # fmt: skip
+        return _zero_shot_eval(
+            net, tokenizer, zero_shot, data, split, calibration_data, batch_size, max_examples, progress, cols
+        )
     saved = net.config.extra.get("task") or {}
     task = task or saved.get("name")
     if task is None:
         raise ValueError("The model was not fine-tuned on a task (no task in its config.json); name one with --task.")
     if net.task_head is None:
-        raise ValueError(f"The model has no task head; fine-tune it first (gpt1 finetune --task {task}) "
-                         "or use --zero-shot / --perplexity.")  # fmt: skip
+        raise ValueError(
+            f"The model has no task head; fine-tune it first (gpt1 finetune --task {task}) "
+            "or use --zero-shot / --perplexity."
+        )
     spec = get_task(task, num_labels=saved.get("num_labels"), label_names=saved.get("label_names"))
     if spec.num_labels != net.task_head.out_features:
-        raise ValueError(f"Task {task!r} needs a head of {spec.num_labels} outputs; this model's has "
-                         f"{net.task_head.out_features}.")  # fmt: skip
+        raise ValueError(
+            f"Task {task!r} needs a head of {spec.num_labels} outputs; this model's has {net.task_head.out_features}."
+        )
     examples = read_task(spec, data, split, **cols)
     normalize_labels(spec, examples, str(data))
     if max_examples is not None:
@@ -241,12 +333,20 @@ def read_zero_shot(name: str, data: Any, split: str = "validation", **cols: Any)
         ds = load_records(str(data), split=split)
         for c in ("sentence", "option1", "option2"):
             require_column(ds, c, data)
-        return [{"sentence": r["sentence"], "options": [r["option1"], r["option2"]],
-                 "label": int(r["answer"]) - 1 if r.get("answer") not in (None, "") else None} for r in ds]  # fmt: skip
+        return [
+            {
+                "sentence": r["sentence"],
+                "options": [r["option1"], r["option2"]],
+                "label": int(r["answer"]) - 1 if r.get("answer") not in (None, "") else None,
+            }
+            for r in ds
+        ]
     spec = get_task(name)
     source = data
-    if data is not None and Path(data).is_dir() and not any(
-        (Path(data) / f).exists() for f in spec.files.get(split, ())
+    if (
+        data is not None
+        and Path(data).is_dir()
+        and not any((Path(data) / f).exists() for f in spec.files.get(split, ()))
     ):
         split = "train"  # a folder with only a train split (e.g. the local GLUE copies)
     examples = read_task(spec, source, split, **cols)

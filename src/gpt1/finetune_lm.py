@@ -17,8 +17,18 @@ import torch
 import torch.nn as nn
 
 from .config import GPT1Config
-from .data.text import (DEFAULT_TEMPLATE, EOS_TOKEN, DynamicPaddingSource, PackedSource, add_eos_token, check_template,
-                        eval_batches, read_texts, split_examples, tokenize_examples)  # fmt: skip
+from .data.text import (
+    DEFAULT_TEMPLATE,
+    EOS_TOKEN,
+    DynamicPaddingSource,
+    PackedSource,
+    add_eos_token,
+    check_template,
+    eval_batches,
+    read_texts,
+    split_examples,
+    tokenize_examples,
+)
 from .model import GPT, lm_loss
 
 DEFAULT_TOKENIZER = "openai-community/openai-gpt"
@@ -47,13 +57,16 @@ def packed_lm_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
     return loss, int((labels[:, 1:] != -100).sum())
 
 
-def build_model_and_tokenizer(model: Optional[str], preset: Optional[str], tokenizer: Optional[str],
-                              model_overrides: Optional[dict] = None):  # fmt: skip
+def build_model_and_tokenizer(
+    model: str | None, preset: str | None, tokenizer: str | None, model_overrides: dict | None = None
+):
     """(GPT, Tokenizer) from a hub id / local dir / run dir (`model`), or random weights of `preset`."""
     from .tokenizer import Tokenizer
 
     if (model is None) == (preset is None):
-        raise ValueError("Give exactly one of --model (hub id, model dir or run dir) and --preset (tiny, mini, small, gpt1).")
+        raise ValueError(
+            "Give exactly one of --model (hub id, model dir or run dir) and --preset (tiny, mini, small, gpt1)."
+        )
     tok = Tokenizer.from_pretrained(tokenizer or model or DEFAULT_TOKENIZER)
     if preset is not None:
         net = GPT(GPT1Config.from_preset(preset, **{**(model_overrides or {}), "vocab_size": len(tok)}))
@@ -79,31 +92,31 @@ def finetune_lm(
     data,
     out: str | Path,
     *,
-    model: Optional[str] = None,
-    preset: Optional[str] = None,
-    tokenizer: Optional[str] = None,
-    text_column: Optional[str] = None,
+    model: str | None = None,
+    preset: str | None = None,
+    tokenizer: str | None = None,
+    text_column: str | None = None,
     template: str = DEFAULT_TEMPLATE,
     eos: str = EOS_TOKEN,
-    epochs: Optional[float] = None,
-    max_steps: Optional[int] = None,
+    epochs: float | None = None,
+    max_steps: int | None = None,
     batch_size: int = 16,
-    lr: Optional[float] = None,
-    warmup_fraction: Optional[float] = None,
+    lr: float | None = None,
+    warmup_fraction: float | None = None,
     schedule: str = "linear",
     weight_decay: float = 0.01,
     grad_clip: float = 1.0,
     val_fraction: float = 0.05,
-    max_val: Optional[int] = 2000,
+    max_val: int | None = 2000,
     packing: bool = False,
-    max_length: Optional[int] = None,
-    sample_prompt: Optional[str] = "JOKE:",
+    max_length: int | None = None,
+    sample_prompt: str | None = "JOKE:",
     num_samples: int = 3,
     sample_tokens: int = 40,
     temperature: float = 0.9,
-    top_k: Optional[int] = 40,
-    eval_every: Optional[int] = None,
-    save_every: Optional[int] = None,
+    top_k: int | None = 40,
+    eval_every: int | None = None,
+    save_every: int | None = None,
     log_every: int = 10,
     eval_batch_size: int = 32,
     seed: int = 1234,
@@ -111,11 +124,11 @@ def finetune_lm(
     device: str = "auto",
     compile: bool = False,
     num_proc: int = 1,
-    resume: Optional[str] = None,
+    resume: str | None = None,
     progress: bool = True,
-    model_overrides: Optional[dict] = None,
-    texts: Optional[list[str]] = None,
-    prepared: Optional[tuple] = None,
+    model_overrides: dict | None = None,
+    texts: list[str] | None = None,
+    prepared: tuple | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a causal LM on the `text_column` of `data` and write the run dir `out`; returns the final metrics.
 
@@ -124,7 +137,7 @@ def finetune_lm(
     weights (`preset`) the pre-training lr and warmup of the model's depth (`config.scratch_lr`, at most a fifth of
     the run), since 6.25e-5 barely moves a fresh model.
     """
-    from .train import Trainer, TrainConfig, evaluate_lm
+    from .train import TrainConfig, Trainer, evaluate_lm
 
     if epochs is None and max_steps is None:
         epochs = 3.0
@@ -136,17 +149,23 @@ def finetune_lm(
     if not texts:
         raise ValueError(f"{data}: no non-empty texts in column {text_column or 'text'!r}.")
     torch.manual_seed(seed)  # a preset's initial weights and the new eos embedding row depend on the seed only
-    net, tok = prepared if prepared is not None else build_model_and_tokenizer(model, preset, tokenizer, model_overrides)
+    net, tok = (
+        prepared if prepared is not None else build_model_and_tokenizer(model, preset, tokenizer, model_overrides)
+    )
     eos_id = add_eos_token(tok, net, eos)
     net.config.extra["lm_template"] = template
     context = net.config.n_positions
     if max_length is not None and not 2 <= max_length <= context:  # never cap a request to the context silently
-        raise ValueError(f"--max-length {max_length} is outside this model's range: use 2..{context} (its context), "
-                         f"or leave it out for {context}.")  # fmt: skip
+        raise ValueError(
+            f"--max-length {max_length} is outside this model's range: use 2..{context} (its context), "
+            f"or leave it out for {context}."
+        )
     limit = max_length or context
     examples, truncated = tokenize_examples(tok, texts, eos_id, template, limit, num_proc=num_proc, progress=progress)
     if truncated and progress:
-        print(f"note: {truncated} of {len(examples)} examples were longer than {limit} tokens and were cut.", flush=True)
+        print(
+            f"note: {truncated} of {len(examples)} examples were longer than {limit} tokens and were cut.", flush=True
+        )
     train, val = split_examples(examples, val_fraction, seed)
     if max_val is not None and len(val) > max_val:
         val = val[:max_val]  # already a seeded random sample
@@ -158,11 +177,23 @@ def finetune_lm(
     eval_every = eval_every or max(1, min(source.steps_per_epoch, steps // 4 or 1))
     lr, warmup_fraction = _default_lr(lr, warmup_fraction, net.config, from_scratch=model is None, steps=steps)
     config = TrainConfig(
-        lr=lr, warmup_steps=None, warmup_fraction=warmup_fraction, schedule=schedule, weight_decay=weight_decay,
-        grad_clip=grad_clip, max_steps=max_steps, epochs=None if max_steps else epochs, eval_every=eval_every,
-        save_every=save_every or eval_every, log_every=log_every, seed=seed, precision=precision, device=device,
-        compile=compile, progress=progress,
-    )  # fmt: skip
+        lr=lr,
+        warmup_steps=None,
+        warmup_fraction=warmup_fraction,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        max_steps=max_steps,
+        epochs=None if max_steps else epochs,
+        eval_every=eval_every,
+        save_every=save_every or eval_every,
+        log_every=log_every,
+        seed=seed,
+        precision=precision,
+        device=device,
+        compile=compile,
+        progress=progress,
+    )
     out = Path(out)
     samples_path = out / "samples.jsonl"
 
@@ -172,8 +203,17 @@ def finetune_lm(
     def on_eval(trainer: Trainer, metrics: dict) -> None:
         if not sample_prompt or num_samples == 0:
             return
-        texts_out = sample(trainer.model, tok, sample_prompt, num_samples, eos_id, sample_tokens, temperature, top_k,
-                           seed + trainer.step)  # fmt: skip
+        texts_out = sample(
+            trainer.model,
+            tok,
+            sample_prompt,
+            num_samples,
+            eos_id,
+            sample_tokens,
+            temperature,
+            top_k,
+            seed + trainer.step,
+        )
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) or "samples (no validation set: --val-fraction 0)"
         print(f"\nstep {trainer.step}: {shown}", flush=True)
         with samples_path.open("a", encoding="utf-8") as f:
@@ -182,24 +222,57 @@ def finetune_lm(
                 f.write(json.dumps({"step": trainer.step, "prompt": sample_prompt, "text": t}) + "\n")
 
     run_config = {
-        "kind": "finetune-lm", "data": [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data),
-        "model": model, "preset": preset, "tokenizer": tokenizer, "text_column": text_column, "template": template,
-        "eos": eos, "eos_token_id": eos_id, "batch_size": batch_size, "packing": packing, "max_length": limit,
-        "val_fraction": val_fraction, "max_val": max_val, "n_train": len(train), "n_val": len(val),
-        "truncated": truncated, "sample_prompt": sample_prompt, "num_samples": num_samples, "epochs": epochs,
-        "max_steps": max_steps, "model_config": net.config.to_hf_dict(),
-    }  # fmt: skip
-    trainer = Trainer(net, config, source, out, loss_fn=packed_lm_loss if packing else None,
-                      evaluate_fn=evaluate_fn if val or sample_prompt else None, on_eval=on_eval, tokenizer=tok,
-                      run_config=run_config)  # fmt: skip
+        "kind": "finetune-lm",
+        "data": [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data),
+        "model": model,
+        "preset": preset,
+        "tokenizer": tokenizer,
+        "text_column": text_column,
+        "template": template,
+        "eos": eos,
+        "eos_token_id": eos_id,
+        "batch_size": batch_size,
+        "packing": packing,
+        "max_length": limit,
+        "val_fraction": val_fraction,
+        "max_val": max_val,
+        "n_train": len(train),
+        "n_val": len(val),
+        "truncated": truncated,
+        "sample_prompt": sample_prompt,
+        "num_samples": num_samples,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "model_config": net.config.to_hf_dict(),
+    }
+    trainer = Trainer(
+        net,
+        config,
+        source,
+        out,
+        loss_fn=packed_lm_loss if packing else None,
+        evaluate_fn=evaluate_fn if val or sample_prompt else None,
+        on_eval=on_eval,
+        tokenizer=tok,
+        run_config=run_config,
+    )
     result = trainer.fit(resume=resume)
     result["eos_token_id"] = eos_id
     return result
 
 
 @torch.no_grad()
-def sample(model: GPT, tokenizer, prompt: str, n: int, eos_id: int, max_new_tokens: int = 40,
-           temperature: float = 0.9, top_k: Optional[int] = 40, seed: Optional[int] = None) -> list[str]:  # fmt: skip
+def sample(
+    model: GPT,
+    tokenizer,
+    prompt: str,
+    n: int,
+    eos_id: int,
+    max_new_tokens: int = 40,
+    temperature: float = 0.9,
+    top_k: int | None = 40,
+    seed: int | None = None,
+) -> list[str]:
     """`n` sampled continuations of `prompt`, each stopping at the end-of-text token (eval mode, restored after)."""
     from .generation import generate_text
 
@@ -207,8 +280,17 @@ def sample(model: GPT, tokenizer, prompt: str, n: int, eos_id: int, max_new_toke
     model.eval()
     try:
         room = model.config.n_positions - len(tokenizer.encode(prompt))
-        out = generate_text(model, tokenizer, [prompt] * n, max_new_tokens=max(1, min(max_new_tokens, room)),
-                            do_sample=True, temperature=temperature, top_k=top_k, eos_token_id=eos_id, seed=seed)  # fmt: skip
+        out = generate_text(
+            model,
+            tokenizer,
+            [prompt] * n,
+            max_new_tokens=max(1, min(max_new_tokens, room)),
+            do_sample=True,
+            temperature=temperature,
+            top_k=top_k,
+            eos_token_id=eos_id,
+            seed=seed,
+        )
     finally:
         model.train(was_training)
     return [t.strip() for t in out]

@@ -19,8 +19,9 @@ GPT-1 has no start-of-text token, so an empty prompt is an error unless `start_t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def apply_repetition_penalty(
-    logits: torch.Tensor, token_ids: torch.Tensor, penalty: float, mask: Optional[torch.Tensor] = None
+    logits: torch.Tensor, token_ids: torch.Tensor, penalty: float, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """HF's (CTRL's) repetition penalty: for every token already in `token_ids` (B, L), a logit s becomes s / penalty
     if s > 0 else s * penalty. `mask` (B, L) marks which positions count (False for padding)."""
@@ -95,7 +96,7 @@ def apply_repetition_penalty(
 
 
 def ban_repeated_ngrams(
-    logits: torch.Tensor, token_ids: torch.Tensor, n: int, mask: Optional[torch.Tensor] = None
+    logits: torch.Tensor, token_ids: torch.Tensor, n: int, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Set to -inf every token that would complete an n-gram already present in its row of `token_ids` (B, L).
 
@@ -123,7 +124,7 @@ def ban_repeated_ngrams(
 
 
 # ---- settings ----------------------------------------------------------------------------------------------------
-def _as_id_list(ids: Union[int, Sequence[int], None]) -> list[int]:
+def _as_id_list(ids: int | Sequence[int] | None) -> list[int]:
     if ids is None:
         return []
     if isinstance(ids, int):
@@ -131,7 +132,7 @@ def _as_id_list(ids: Union[int, Sequence[int], None]) -> list[int]:
     return [int(i) for i in ids]
 
 
-def _as_str_list(stop: Union[str, Sequence[str], None]) -> list[str]:
+def _as_str_list(stop: str | Sequence[str] | None) -> list[str]:
     if stop is None:
         return []
     stops = [stop] if isinstance(stop, str) else list(stop)
@@ -145,8 +146,8 @@ class _Settings:
     max_new_tokens: int
     do_sample: bool
     temperature: float
-    top_k: Optional[int]
-    top_p: Optional[float]
+    top_k: int | None
+    top_p: float | None
     repetition_penalty: float
     no_repeat_ngram_size: int
     num_beams: int
@@ -155,7 +156,7 @@ class _Settings:
     eos_ids: list[int]
     stop: list[str]
     pad_token_id: int
-    seed: Optional[int]
+    seed: int | None
 
     def validate(self, vocab_size: int) -> None:
         """One sentence per bad value, naming it and the accepted range."""
@@ -217,14 +218,26 @@ def check_generation_settings(max_new_tokens: int = 20, truncate_left: bool = Fa
     """Raise the ValueError `generate` would raise for these settings, without a model (so a CLI can refuse a bad
     value before it loads or downloads one). Keywords are `generate`'s; token ids are checked against the model
     later, when its vocabulary is known."""
-    defaults = dict(do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-                    no_repeat_ngram_size=0, num_beams=1, length_penalty=1.0, num_return_sequences=1,
-                    eos_token_id=None, stop=None, pad_token_id=None, seed=None)  # fmt: skip
+    defaults = dict(
+        do_sample=False,
+        temperature=1.0,
+        top_k=None,
+        top_p=None,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        num_beams=1,
+        length_penalty=1.0,
+        num_return_sequences=1,
+        eos_token_id=None,
+        stop=None,
+        pad_token_id=None,
+        seed=None,
+    )
     _settings(1 << 62, max_new_tokens=max_new_tokens, **{**defaults, **kwargs})
 
 
 def _prepare_inputs(
-    model: "GPT", input_ids, attention_mask, max_new_tokens: int, truncate_left: bool
+    model: GPT, input_ids, attention_mask, max_new_tokens: int, truncate_left: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) ids and mask on the model's device, checked against the context; cut from the left when asked."""
     ids = torch.as_tensor(input_ids, dtype=torch.long, device=model.device)
@@ -275,39 +288,49 @@ class Decoder:
 
     def __init__(
         self,
-        model: "GPT",
+        model: GPT,
         input_ids,
         attention_mask=None,
         *,
         max_new_tokens: int = 20,
         do_sample: bool = False,
         temperature: float = 1.0,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
         repetition_penalty: float = 1.0,
         no_repeat_ngram_size: int = 0,
         num_return_sequences: int = 1,
-        eos_token_id: Union[int, Sequence[int], None] = None,
-        pad_token_id: Optional[int] = None,
-        stop: Union[str, Sequence[str], None] = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        pad_token_id: int | None = None,
+        stop: str | Sequence[str] | None = None,
         tokenizer=None,
-        seed: Optional[int] = None,
+        seed: int | None = None,
         truncate_left: bool = False,
     ) -> None:
         self.model = model
         self.s = _settings(
-            model.config.vocab_size, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-            top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size, num_beams=1, length_penalty=1.0,
-            num_return_sequences=num_return_sequences, eos_token_id=eos_token_id, stop=stop,
-            pad_token_id=pad_token_id, seed=seed,
-        )  # fmt: skip
+            model.config.vocab_size,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            num_beams=1,
+            length_penalty=1.0,
+            num_return_sequences=num_return_sequences,
+            eos_token_id=eos_token_id,
+            stop=stop,
+            pad_token_id=pad_token_id,
+            seed=seed,
+        )
         if self.s.stop and tokenizer is None:
             raise ValueError("stop strings need the tokenizer (pass tokenizer=...) to read the generated text.")
         self.tokenizer = tokenizer
         ids, mask = _prepare_inputs(model, input_ids, attention_mask, max_new_tokens, truncate_left)
         self.prompt_ids, self.prompt_mask = ids, mask
-        self.generator: Optional[torch.Generator] = None
+        self.generator: torch.Generator | None = None
         if seed is not None:
             self.generator = torch.Generator(device=model.device).manual_seed(int(seed))
         self._stop_window = max((len(s) for s in self.s.stop), default=0) + 2  # tokens to decode when checking stops
@@ -419,7 +442,7 @@ class Decoder:
 
 # ---- beam search -------------------------------------------------------------------------------------------------------
 @torch.inference_mode()
-def _beam_search(model: "GPT", ids: torch.Tensor, mask: torch.Tensor, s: _Settings):
+def _beam_search(model: GPT, ids: torch.Tensor, mask: torch.Tensor, s: _Settings):
     """HF's (4.57) vectorised beam search, on the KV cache: same candidates, same finishing rule, same scores."""
     B, T0 = ids.shape
     K, V = s.num_beams, model.config.vocab_size
@@ -429,8 +452,9 @@ def _beam_search(model: "GPT", ids: torch.Tensor, mask: torch.Tensor, s: _Settin
     cache = KVCache(model.config, B, L, model.device, model.dtype)
     padded = bool((mask == 0).any())
     positions = (mask.cumsum(1) - 1).clamp_min(0)
-    logits = model(ids, attention_mask=mask if padded else None, position_ids=positions, cache=cache,
-                   logits_to_keep=1).logits[:, -1]  # fmt: skip
+    logits = model(
+        ids, attention_mask=mask if padded else None, position_ids=positions, cache=cache, logits_to_keep=1
+    ).logits[:, -1]
     rows = torch.arange(B, device=dev).repeat_interleave(K)
     cache.reorder(rows)
     logits = logits[rows]
@@ -481,8 +505,9 @@ def _beam_search(model: "GPT", ids: torch.Tensor, mask: torch.Tensor, s: _Settin
         merged_idx = torch.topk(torch.cat([beam_scores, norm], 1), K)[1]
         sequences = torch.take_along_dim(torch.cat([sequences, top_seqs], 1), merged_idx[:, :, None], dim=1)
         beam_scores = torch.take_along_dim(torch.cat([beam_scores, norm], 1), merged_idx, dim=1)
-        lengths = torch.take_along_dim(torch.cat([lengths, torch.full_like(norm, cur + 1 - T0, dtype=torch.long)], 1),
-                                       merged_idx, dim=1)  # fmt: skip
+        lengths = torch.take_along_dim(
+            torch.cat([lengths, torch.full_like(norm, cur + 1 - T0, dtype=torch.long)], 1), merged_idx, dim=1
+        )
         finished = torch.take_along_dim(torch.cat([finished, just], 1), merged_idx, dim=1)
         cur += 1
         # HF's stopping heuristic (early_stopping=False): stop once no running beam can beat the worst finished one.
@@ -493,8 +518,9 @@ def _beam_search(model: "GPT", ids: torch.Tensor, mask: torch.Tensor, s: _Settin
             break
         flat_origin = (origin + torch.arange(B, device=dev)[:, None] * K).view(-1)
         cache.reorder(flat_origin)
-        logits = model(running[:, :, cur - 1].reshape(-1, 1), position_ids=next_pos[:, None], cache=cache,
-                       logits_to_keep=1).logits[:, -1]  # fmt: skip
+        logits = model(
+            running[:, :, cur - 1].reshape(-1, 1), position_ids=next_pos[:, None], cache=cache, logits_to_keep=1
+        ).logits[:, -1]
         next_pos = next_pos + 1
     n = s.num_return_sequences
     sequences, beam_scores, lengths = sequences[:, :n].reshape(B * n, L), beam_scores[:, :n].reshape(-1), lengths[:, :n]
@@ -508,32 +534,32 @@ class GenerateOutput:
     """`generate(..., return_dict_in_generate=True)`: ids, and for beam search HF's `sequences_scores`."""
 
     sequences: torch.Tensor  # (B * num_return_sequences, prompt + generated), rows finished early padded
-    sequences_scores: Optional[torch.Tensor] = None  # beam search: length-normalised log-probability
-    num_generated: Optional[torch.Tensor] = None  # (rows,) tokens generated per row (eos included)
+    sequences_scores: torch.Tensor | None = None  # beam search: length-normalised log-probability
+    num_generated: torch.Tensor | None = None  # (rows,) tokens generated per row (eos included)
 
 
 def generate(
-    model: "GPT",
+    model: GPT,
     input_ids,
     attention_mask=None,
     max_new_tokens: int = 20,
     do_sample: bool = False,
     temperature: float = 1.0,
-    top_k: Optional[int] = None,
-    top_p: Optional[float] = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
     num_beams: int = 1,
     length_penalty: float = 1.0,
     num_return_sequences: int = 1,
-    eos_token_id: Union[int, Sequence[int], None] = None,
-    pad_token_id: Optional[int] = None,
-    stop: Union[str, Sequence[str], None] = None,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    stop: str | Sequence[str] | None = None,
     tokenizer=None,
-    seed: Optional[int] = None,
+    seed: int | None = None,
     truncate_left: bool = False,
     return_dict_in_generate: bool = False,
-) -> Union[torch.Tensor, GenerateOutput]:
+) -> torch.Tensor | GenerateOutput:
     """Continue `input_ids` (B, T) (left-padded, with `attention_mask`, for prompts of different lengths).
 
     Returns the prompts followed by the new tokens, (B * num_return_sequences, T + generated), rows that stopped
@@ -543,23 +569,46 @@ def generate(
     """
     if num_beams != 1:  # beam search (values below 1 are refused by its settings check)
         s = _settings(
-            model.config.vocab_size, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-            top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size, num_beams=num_beams, length_penalty=length_penalty,
-            num_return_sequences=num_return_sequences, eos_token_id=eos_token_id, stop=stop,
-            pad_token_id=pad_token_id, seed=seed,
-        )  # fmt: skip
+            model.config.vocab_size,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            num_return_sequences=num_return_sequences,
+            eos_token_id=eos_token_id,
+            stop=stop,
+            pad_token_id=pad_token_id,
+            seed=seed,
+        )
         ids, mask = _prepare_inputs(model, input_ids, attention_mask, max_new_tokens, truncate_left)
         seqs, scores, lengths = _beam_search(model, ids, mask, s)
         if return_dict_in_generate:
             return GenerateOutput(sequences=seqs, sequences_scores=scores, num_generated=lengths)
         return seqs
     dec = Decoder(
-        model, input_ids, attention_mask, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-        top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-        num_return_sequences=num_return_sequences, eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop=stop,
-        tokenizer=tokenizer, seed=seed, truncate_left=truncate_left,
-    )  # fmt: skip
+        model,
+        input_ids,
+        attention_mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        num_return_sequences=num_return_sequences,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        stop=stop,
+        tokenizer=tokenizer,
+        seed=seed,
+        truncate_left=truncate_left,
+    )
     for _ in dec:
         pass
     seqs = dec.sequences()
@@ -570,7 +619,7 @@ def generate(
 
 
 # ---- text in, text out -------------------------------------------------------------------------------------------------
-def _encode_prompts(tokenizer, prompts: Sequence[str], start_token_id: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode_prompts(tokenizer, prompts: Sequence[str], start_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded (B, T) ids and mask for `prompts`; `start_token_id`, when given, is put before each prompt."""
     encoded = []
     for p in prompts:
@@ -609,13 +658,13 @@ def _continuation_text(tokenizer, tokens: list[int], eos_ids: Sequence[int], sto
 
 
 def generate_text(
-    model: "GPT",
+    model: GPT,
     tokenizer,
-    prompt_or_prompts: Union[str, Sequence[str]],
+    prompt_or_prompts: str | Sequence[str],
     max_new_tokens: int = 50,
-    start_token_id: Optional[int] = None,
+    start_token_id: int | None = None,
     **kwargs,
-) -> Union[str, list[str]]:
+) -> str | list[str]:
     """Continuations of one prompt (a str back) or several (a list back, `num_return_sequences` per prompt in order).
 
     Keyword arguments are `generate`'s; the returned text leaves out the prompt, a final eos token and everything
@@ -642,11 +691,11 @@ def generate_text(
 
 
 def stream_text(
-    model: "GPT",
+    model: GPT,
     tokenizer,
     prompt: str,
     max_new_tokens: int = 50,
-    start_token_id: Optional[int] = None,
+    start_token_id: int | None = None,
     **kwargs,
 ) -> Iterator[str]:
     """The continuation of one prompt as text pieces, yielded as tokens are generated; their concatenation is what

@@ -29,7 +29,7 @@ class HeadOutput:
 def _unwrap(model) -> GPT:
     """The `GPT` inside DDP / torch.compile wrappers (the head and config live there)."""
     while not isinstance(model, GPT):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+        model = getattr(model, "module", None) or model._orig_mod
     return model
 
 
@@ -45,11 +45,15 @@ def _as_3d(input_ids: torch.Tensor, extract_positions: torch.Tensor) -> tuple[to
         )
     T = input_ids.shape[-1]
     if bool((extract_positions < 0).any()) or bool((extract_positions >= T).any()):
-        raise ValueError(f"extract_positions must lie in 0..{T - 1} (the sequence length); got {extract_positions.tolist()}.")
+        raise ValueError(
+            f"extract_positions must lie in 0..{T - 1} (the sequence length); got {extract_positions.tolist()}."
+        )
     return input_ids, extract_positions
 
 
-def extract_states(model, input_ids: torch.Tensor, extract_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_states(
+    model, input_ids: torch.Tensor, extract_positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Final hidden states at the extract tokens (B, S, C), and all final hidden states (B*S, T, C).
 
     Right padding needs no attention mask: attention is causal, so real tokens never see the padding after them.
@@ -67,7 +71,9 @@ def _head(model, states: torch.Tensor) -> torch.Tensor:
     """Classifier dropout with one mask per example (shared across its sequences), then the linear task head."""
     gpt = _unwrap(model)
     if gpt.task_head is None:
-        raise ValueError("The model has no task head: build it with GPT1Config(num_labels=N) or gpt1.finetune.add_task_head.")
+        raise ValueError(
+            "The model has no task head: build it with GPT1Config(num_labels=N) or gpt1.finetune.add_task_head."
+        )
     p = gpt.config.summary_first_dropout
     if gpt.training and p > 0:
         keep = F.dropout(torch.ones_like(states[:, :1]), p, training=True)  # (B, 1, C): same mask for all S
@@ -111,7 +117,9 @@ def _classification(model, input_ids, extract_positions) -> HeadOutput:
 def _similarity(model, input_ids, extract_positions) -> HeadOutput:
     states, hidden = extract_states(model, input_ids, extract_positions)
     if states.shape[1] != 2:
-        raise ValueError(f"similarity takes the two orders of each pair, (batch, 2, T); got {states.shape[1]} sequences.")
+        raise ValueError(
+            f"similarity takes the two orders of each pair, (batch, 2, T); got {states.shape[1]} sequences."
+        )
     return HeadOutput(_squeeze_regression(model, _head(model, states.sum(1, keepdim=True))[:, 0]), hidden)
 
 
@@ -119,12 +127,18 @@ def _multiple_choice(model, input_ids, extract_positions) -> HeadOutput:
     states, hidden = extract_states(model, input_ids, extract_positions)
     logits = _head(model, states)
     if logits.shape[-1] != 1:
-        raise ValueError(f"multiple choice needs a task head with one output (num_labels=1); this one has {logits.shape[-1]}.")
+        raise ValueError(
+            f"multiple choice needs a task head with one output (num_labels=1); this one has {logits.shape[-1]}."
+        )
     return HeadOutput(logits.squeeze(-1), hidden)
 
 
-HEADS = {"classification": _classification, "entailment": _classification, "similarity": _similarity,
-         "multiple_choice": _multiple_choice}  # fmt: skip
+HEADS = {
+    "classification": _classification,
+    "entailment": _classification,
+    "similarity": _similarity,
+    "multiple_choice": _multiple_choice,
+}
 
 
 def task_forward(model, kind: str, input_ids: torch.Tensor, extract_positions: torch.Tensor) -> HeadOutput:
@@ -134,7 +148,9 @@ def task_forward(model, kind: str, input_ids: torch.Tensor, extract_positions: t
     return HEADS[kind](model, input_ids, extract_positions)
 
 
-def sequence_lm_loss(model, hidden_states: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def sequence_lm_loss(
+    model, hidden_states: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
     """Per-sequence LM loss (B*S,): mean next-token cross-entropy over each sequence's real tokens.
 
     As OpenAI's finetune-transformer-lm: targets are positions 1..len-1 of each sequence (the `[delim]` and
@@ -159,7 +175,9 @@ def task_loss(kind: str, logits: torch.Tensor, targets: torch.Tensor, regression
     return F.cross_entropy(logits.float(), targets)
 
 
-def finetune_loss(model, batch: dict, kind: str, lm_coef: float = 0.5, regression: bool = False) -> tuple[torch.Tensor, dict]:
+def finetune_loss(
+    model, batch: dict, kind: str, lm_coef: float = 0.5, regression: bool = False
+) -> tuple[torch.Tensor, dict]:
     """The paper's L3 = L2 (task) + lm_coef * L1 (LM), as the original: mean task loss over examples plus lm_coef times
     the mean over all sequences (every choice, both orders) of each sequence's own mean token loss. `lm_coef=0` skips
     the LM head entirely. Returns the loss and its parts (detached) for logging."""
@@ -178,7 +196,7 @@ def predictions(kind: str, logits: torch.Tensor, regression: bool = False) -> to
     return logits.float() if regression else logits.argmax(-1)
 
 
-def add_task_head(model: GPT, num_labels: int, initializer_range: Optional[float] = None) -> GPT:
+def add_task_head(model: GPT, num_labels: int, initializer_range: float | None = None) -> GPT:
     """Give `model` a fresh linear task head of `num_labels` outputs (N(0, 0.02) weights, zero bias, as the original)
     unless it already has one of that size (e.g. loaded from a fine-tuned run dir)."""
     if num_labels < 1:

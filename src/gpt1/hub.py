@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 from urllib.parse import urlparse
 
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-_probed: dict[str, Optional[str]] = {}  # "host:port" -> None (reachable) or why not
+_probed: dict[str, str | None] = {}  # "host:port" -> None (reachable) or why not
 
 
 class HubUnavailable(ValueError, OSError):
@@ -25,12 +26,12 @@ class HubUnavailable(ValueError, OSError):
     `detail` says why (without the id), so callers can word their own message around it. Both a ValueError (as a
     model's CheckpointError) and an OSError (as the tokenizer's download error was), so existing handlers catch it."""
 
-    def __init__(self, repo_id: str, detail: str, message: Optional[str] = None) -> None:
+    def __init__(self, repo_id: str, detail: str, message: str | None = None) -> None:
         super().__init__(message or f"{repo_id}: {detail}.")
         self.repo_id, self.detail = repo_id, detail
 
 
-def offline_reason() -> Optional[str]:
+def offline_reason() -> str | None:
     """Why the hub cannot be used right now (HF_HUB_OFFLINE, or its host does not answer), or None if it can."""
     from huggingface_hub import constants
 
@@ -46,7 +47,7 @@ def offline_reason() -> Optional[str]:
     return _probed[key]
 
 
-def _probe(host: str, port: int, timeout: float) -> Optional[str]:
+def _probe(host: str, port: int, timeout: float) -> str | None:
     """None if a TCP connection to host:port opens within `timeout` seconds, else the reason it did not.
 
     The attempt runs in a daemon thread because name resolution ignores socket timeouts; a stuck resolver then
@@ -75,7 +76,7 @@ def _probe(host: str, port: int, timeout: float) -> Optional[str]:
 def fetch(repo_id: str, get: Callable[[bool], str]) -> Path:
     """`get(local_files_only)` online when the hub answers, else (or when that fails) from the local cache only."""
     reason = offline_reason()
-    online_error: Optional[Exception] = None
+    online_error: Exception | None = None
     if reason is None:
         try:
             return Path(get(False))
@@ -90,5 +91,7 @@ def fetch(repo_id: str, get: Callable[[bool], str]) -> Path:
     if type(online_error).__name__ == "RepositoryNotFoundError":
         raise HubUnavailable(repo_id, "the hub has no repo of that name (or it is private)")
     first = str(online_error).strip().splitlines()[0] if str(online_error).strip() else ""
-    raise HubUnavailable(repo_id, f"the hub download failed ({type(online_error).__name__}: {first[:200]}) and it "
-                                  f"is not in the local cache")  # fmt: skip
+    raise HubUnavailable(
+        repo_id,
+        f"the hub download failed ({type(online_error).__name__}: {first[:200]}) and it is not in the local cache",
+    )

@@ -44,14 +44,16 @@ class KVCache:
 
     def __init__(self, config: GPT1Config, batch_size: int, capacity: int, device, dtype) -> None:
         if capacity > config.n_positions:
-            raise ValueError(f"KV cache capacity {capacity} exceeds the model's context of {config.n_positions} positions.")
+            raise ValueError(
+                f"KV cache capacity {capacity} exceeds the model's context of {config.n_positions} positions."
+            )
         if dtype == torch.bfloat16 and torch.device(device).type == "cpu":
             dtype = torch.float32
         self.dtype = dtype
         shape = (batch_size, config.n_head, capacity, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.key_mask: Optional[torch.Tensor] = None
+        self.key_mask: torch.Tensor | None = None
         self.length = 0
         self.capacity = capacity
 
@@ -93,8 +95,8 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        attn_mask: Optional[torch.Tensor],
-        cache: Optional[KVCache] = None,
+        attn_mask: torch.Tensor | None,
+        cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
         B, T, C = x.shape
@@ -142,7 +144,7 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
 
-    def forward(self, x, attn_mask=None, cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x, attn_mask=None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         h = self.ln_1(x + self.attn(x, attn_mask, cache, layer))
         return self.ln_2(h + self.mlp(h))
 
@@ -151,10 +153,10 @@ class Block(nn.Module):
 class GPTOutput:
     """What `GPT.forward` returns; `.logits` and `.loss` mean exactly what HF's `OpenAIGPTLMHeadModel` returns."""
 
-    logits: Optional[torch.Tensor] = None
-    loss: Optional[torch.Tensor] = None
-    hidden_states: Optional[torch.Tensor] = None  # final hidden states (B, T, C): task heads read these
-    cache: Optional[KVCache] = None
+    logits: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None  # final hidden states (B, T, C): task heads read these
+    cache: KVCache | None = None
 
 
 class GPT(nn.Module):
@@ -200,7 +202,9 @@ class GPT(nn.Module):
         """Grow the vocabulary to `new_size`, appending N(0, 0.02) rows (room for special tokens); keeps the tie."""
         old = self.tokens_embed.weight
         if new_size < old.shape[0]:
-            raise ValueError(f"resize_token_embeddings({new_size}) would drop tokens: the vocabulary has {old.shape[0]}.")
+            raise ValueError(
+                f"resize_token_embeddings({new_size}) would drop tokens: the vocabulary has {old.shape[0]}."
+            )
         if new_size == old.shape[0]:
             return
         extra = torch.empty(new_size - old.shape[0], old.shape[1], device=old.device, dtype=old.dtype)
@@ -233,7 +237,7 @@ class GPT(nn.Module):
                     p.data = p.data.t().contiguous().t() if transposed else p.data.contiguous()
         self._transposed_storage = transposed
 
-    def train(self, mode: bool = True) -> "GPT":
+    def train(self, mode: bool = True) -> GPT:
         if mode:
             self._set_transposed_storage(False)
         return super().train(mode)
@@ -242,10 +246,10 @@ class GPT(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        attention_mask: Optional[torch.Tensor] = None,
-        labels: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.Tensor] = None,
-        cache: Optional[KVCache] = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
         logits_to_keep: int = 0,
         return_logits: bool = True,
     ) -> GPTOutput:
@@ -290,7 +294,7 @@ class GPT(nn.Module):
         return GPTOutput(logits=logits, loss=loss, hidden_states=hidden, cache=cache)
 
     @staticmethod
-    def _attention_bias(attention_mask, cache, B, T, past, dtype) -> Optional[torch.Tensor]:
+    def _attention_bias(attention_mask, cache, B, T, past, dtype) -> torch.Tensor | None:
         """Additive (B, 1, T, past+T) bias: 0 where a query may look, the dtype's minimum elsewhere; None if causal suffices.
 
         A float bias (not a boolean mask) keeps rows that see no real key — queries on left padding — finite,
@@ -329,7 +333,7 @@ class GPT(nn.Module):
 
     # ---- checkpoints (implemented in checkpoint.py) ----------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path, dtype: Optional[torch.dtype] = None, device=None) -> "GPT":
+    def from_pretrained(cls, name_or_path, dtype: torch.dtype | None = None, device=None) -> GPT:
         """Load from an HF model dir, an OpenAI npy release dir, a gpt1 run dir, or a hub id."""
         from .checkpoint import load_model
 

@@ -22,14 +22,16 @@ class PlateauGuard:
     hint: str = "lower the learning rate (e.g. --lr 2.5e-4) and warm up for longer"
     checked: bool = False
 
-    def check(self, loss: float, tokens_seen: int, step: int, warmup_steps: int, lr: float) -> Optional[str]:
+    def check(self, loss: float, tokens_seen: int, step: int, warmup_steps: int, lr: float) -> str | None:
         """The warning to show now, or None; answers at most once per run."""
         if self.checked or tokens_seen < self.after_tokens or step < warmup_steps:
             return None
         self.checked = True
         if loss < self.unigram_entropy - MARGIN:
             return None
-        return (f"warning: after {tokens_seen:,} tokens (step {step}) the training loss {loss:.3f} is still at the "
-                f"unigram entropy of the data ({self.unigram_entropy:.3f} nats): the model predicts word frequencies "
-                f"and ignores context. The usual cause is a peak learning rate too high for a post-LN model of this "
-                f"depth (this run: lr {lr:g}, warmup {warmup_steps} steps); {self.hint}.")  # fmt: skip
+        return (
+            f"warning: after {tokens_seen:,} tokens (step {step}) the training loss {loss:.3f} is still at the "
+            f"unigram entropy of the data ({self.unigram_entropy:.3f} nats): the model predicts word frequencies "
+            f"and ignores context. The usual cause is a peak learning rate too high for a post-LN model of this "
+            f"depth (this run: lr {lr:g}, warmup {warmup_steps} steps); {self.hint}."
+        )

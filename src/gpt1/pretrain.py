@@ -17,11 +17,19 @@ from typing import Any, Optional
 import torch
 
 from .config import GPT1Config, scratch_lr
-from .data.corpus import (EOT_TOKEN, BlockSampler, is_prepared_corpus, load_tokens, prepare_corpus, read_meta,
-                          unigram_entropy, val_batches)  # fmt: skip
+from .data.corpus import (
+    EOT_TOKEN,
+    BlockSampler,
+    is_prepared_corpus,
+    load_tokens,
+    prepare_corpus,
+    read_meta,
+    unigram_entropy,
+    val_batches,
+)
 from .model import GPT
 from .plateau import PlateauGuard
-from .train import Trainer, TrainConfig, dist_env, evaluate_lm
+from .train import TrainConfig, Trainer, dist_env, evaluate_lm
 
 DEFAULT_TOKENIZER = "openai-community/openai-gpt"
 
@@ -76,7 +84,9 @@ def pretrain(**settings: Any) -> dict:
         raise ValueError("Give exactly one of --preset NAME (a new model) and --model PATH (weights to continue from).")
     given = [k for k in ("max_steps", "max_tokens", "epochs") if s[k] is not None]
     if len(given) != 1:
-        raise ValueError(f"Give exactly one of --max-steps, --max-tokens and --epochs (got {', '.join(given) or 'none'}).")
+        raise ValueError(
+            f"Give exactly one of --max-steps, --max-tokens and --epochs (got {', '.join(given) or 'none'})."
+        )
     rank, world, local_rank = dist_env()
     owns_group = False
     if world > 1 and not torch.distributed.is_initialized():
@@ -104,8 +114,10 @@ def _pretrain(s: dict, rank: int, world: int) -> dict:
     corpus = prepare_data(s, tokenizer, rank)
     meta = read_meta(corpus)
     if meta["vocab_size"] > model.config.vocab_size:
-        raise ValueError(f"{corpus}: token ids go up to {meta['vocab_size'] - 1}, but the model has only "
-                         f"{model.config.vocab_size} embeddings; prepare it with the model's tokenizer.")  # fmt: skip
+        raise ValueError(
+            f"{corpus}: token ids go up to {meta['vocab_size'] - 1}, but the model has only "
+            f"{model.config.vocab_size} embeddings; prepare it with the model's tokenizer."
+        )
     block = model.config.n_positions
     micro, accum = batch_layout(s["batch_tokens"], block, world, s["micro_batch"])
     train_tokens = load_tokens(corpus, "train")
@@ -120,12 +132,25 @@ def _pretrain(s: dict, rank: int, world: int) -> dict:
         max_steps = max(1, math.ceil(s["max_tokens"] / (micro * accum * world * block)))
     warmup = s["warmup"]
     config = TrainConfig(
-        lr=s["lr"], warmup_steps=None if warmup < 1 else int(warmup), warmup_fraction=warmup if warmup < 1 else None,
-        schedule=s["schedule"], weight_decay=s["weight_decay"], grad_clip=s["grad_clip"], max_steps=max_steps,
-        epochs=s["epochs"], grad_accum=accum, eval_every=s["eval_every"], save_every=s["save_every"],
-        keep_last=s["keep_last"], log_every=s["log_every"], seed=s["seed"], precision=s["precision"],
-        compile=s["compile"], device=s["device"], progress=s["progress"],
-    )  # fmt: skip
+        lr=s["lr"],
+        warmup_steps=None if warmup < 1 else int(warmup),
+        warmup_fraction=warmup if warmup < 1 else None,
+        schedule=s["schedule"],
+        weight_decay=s["weight_decay"],
+        grad_clip=s["grad_clip"],
+        max_steps=max_steps,
+        epochs=s["epochs"],
+        grad_accum=accum,
+        eval_every=s["eval_every"],
+        save_every=s["save_every"],
+        keep_last=s["keep_last"],
+        log_every=s["log_every"],
+        seed=s["seed"],
+        precision=s["precision"],
+        compile=s["compile"],
+        device=s["device"],
+        progress=s["progress"],
+    )
     val = load_tokens(corpus, "val")
     batches = val_batches(val, block, micro, max_blocks=s["eval_blocks"])
     evaluate_fn = (lambda m: evaluate_lm(m, batches)) if batches else None
@@ -145,13 +170,32 @@ def _pretrain(s: dict, rank: int, world: int) -> dict:
             shutil.rmtree(snap, ignore_errors=True)
             os.rename(tmp, snap)
 
-    run_config = {**{k: v for k, v in s.items() if k != "progress"}, "data": [str(d) for d in _as_list(s["data"])],
-                  "corpus": str(corpus), "micro_batch": micro, "grad_accum": accum, "max_steps": config.max_steps,
-                  "global_batch_tokens": micro * accum * world * block, "model_config": model.config.to_hf_dict()}  # fmt: skip
-    guard = PlateauGuard(meta.get("unigram_entropy") or unigram_entropy(train_tokens), after_tokens=s["plateau_tokens"],
-                         hint=lr_hint(model.config, s["lr"], s["warmup"]))  # fmt: skip
-    trainer = Trainer(model, config, source, out, evaluate_fn=evaluate_fn, on_eval=on_eval, tokenizer=tokenizer,
-                      run_config=run_config, plateau_guard=guard)  # fmt: skip
+    run_config = {
+        **{k: v for k, v in s.items() if k != "progress"},
+        "data": [str(d) for d in _as_list(s["data"])],
+        "corpus": str(corpus),
+        "micro_batch": micro,
+        "grad_accum": accum,
+        "max_steps": config.max_steps,
+        "global_batch_tokens": micro * accum * world * block,
+        "model_config": model.config.to_hf_dict(),
+    }
+    guard = PlateauGuard(
+        meta.get("unigram_entropy") or unigram_entropy(train_tokens),
+        after_tokens=s["plateau_tokens"],
+        hint=lr_hint(model.config, s["lr"], s["warmup"]),
+    )
+    trainer = Trainer(
+        model,
+        config,
+        source,
+        out,
+        evaluate_fn=evaluate_fn,
+        on_eval=on_eval,
+        tokenizer=tokenizer,
+        run_config=run_config,
+        plateau_guard=guard,
+    )
     return trainer.fit(resume=s["resume"])
 
 
@@ -159,28 +203,37 @@ def lr_hint(config: GPT1Config, lr: float, warmup: float) -> str:
     """What to try when a run of this shape stalls at the unigram level."""
     good, good_warmup = scratch_lr(config)
     if lr > good or 1 <= warmup < good_warmup:
-        return (f"for {config.n_layer} layers use --lr {good:g} with --warmup {good_warmup} or more "
-                "(README: Pre-training)")  # fmt: skip
+        return (
+            f"for {config.n_layer} layers use --lr {good:g} with --warmup {good_warmup} or more (README: Pre-training)"
+        )
     return f"try --lr {lr / 2:g} and a longer --warmup (README: Pre-training)"
 
 
-def batch_layout(batch_tokens: int, block: int, world: int, micro_batch: Optional[int] = None) -> tuple[int, int]:
+def batch_layout(batch_tokens: int, block: int, world: int, micro_batch: int | None = None) -> tuple[int, int]:
     """(sequences per micro-batch, micro-steps per update) so `world` processes fill exactly `batch_tokens`."""
     if batch_tokens < block:
-        raise ValueError(f"--batch-tokens {batch_tokens} is less than one sequence of {block} tokens; use a multiple of {block}.")
+        raise ValueError(
+            f"--batch-tokens {batch_tokens} is less than one sequence of {block} tokens; use a multiple of {block}."
+        )
     if batch_tokens % block:
-        raise ValueError(f"--batch-tokens {batch_tokens} is not a multiple of the context ({block} tokens); "
-                         f"use e.g. {batch_tokens // block * block}.")  # fmt: skip
+        raise ValueError(
+            f"--batch-tokens {batch_tokens} is not a multiple of the context ({block} tokens); "
+            f"use e.g. {batch_tokens // block * block}."
+        )
     seqs = batch_tokens // block
     if seqs % world:
-        raise ValueError(f"--batch-tokens {batch_tokens} gives {seqs} sequences, which {world} processes cannot share "
-                         f"evenly; use a multiple of {world * block}.")  # fmt: skip
+        raise ValueError(
+            f"--batch-tokens {batch_tokens} gives {seqs} sequences, which {world} processes cannot share "
+            f"evenly; use a multiple of {world * block}."
+        )
     per_rank = seqs // world
     if micro_batch is None:
         micro_batch = max(d for d in range(1, min(per_rank, 8) + 1) if per_rank % d == 0)
     if micro_batch < 1 or per_rank % micro_batch:
-        raise ValueError(f"--micro-batch {micro_batch} does not divide the {per_rank} sequences each process gets per "
-                         "step; pick a divisor of it.")  # fmt: skip
+        raise ValueError(
+            f"--micro-batch {micro_batch} does not divide the {per_rank} sequences each process gets per "
+            "step; pick a divisor of it."
+        )
     return micro_batch, per_rank // micro_batch
 
 
@@ -191,9 +244,11 @@ def prepare_data(s: dict, tokenizer, rank: int = 0) -> Path:
         meta = read_meta(data[0])
         tokenizer.add_special_tokens([meta["eot_token"]])
         if meta["tokenizer_fingerprint"] != tokenizer.fingerprint():
-            raise ValueError(f"{data[0]} was tokenized with another tokenizer (fingerprint "
-                             f"{meta['tokenizer_fingerprint']}, this one {tokenizer.fingerprint()}); prepare it again "
-                             "with this tokenizer.")  # fmt: skip
+            raise ValueError(
+                f"{data[0]} was tokenized with another tokenizer (fingerprint "
+                f"{meta['tokenizer_fingerprint']}, this one {tokenizer.fingerprint()}); prepare it again "
+                "with this tokenizer."
+            )
         return Path(data[0])
     corpus = Path(s["out"]) / "data"
     kwargs = dict(text_column=s["text_column"], val_fraction=s["val_fraction"], seed=s["seed"])

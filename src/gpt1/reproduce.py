@@ -24,9 +24,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -41,11 +42,11 @@ ZERO_SHOT_METRIC = {"sst2": "accuracy", "cola": "mcc", "rocstories": "accuracy"}
 class ReproduceConfig:
     """Every setting of a reproduce run; `SCALES` names three sets of them and flags override single fields."""
 
-    books: Optional[str] = None  # folder (or files) of text to pre-train on
-    model: Optional[str] = None  # or a pre-trained model to start from (no pre-training, one snapshot)
-    tokenizer: Optional[str] = None  # with `books`: use this tokenizer instead of learning a BPE
-    glue: Optional[str] = None  # a folder holding GLUE's task folders (SST-2, CoLA, MRPC, RTE, STS-B)
-    story_cloze: Optional[str] = None  # the Story Cloze CSV (cloze_test_val__spring2016.csv)
+    books: str | None = None  # folder (or files) of text to pre-train on
+    model: str | None = None  # or a pre-trained model to start from (no pre-training, one snapshot)
+    tokenizer: str | None = None  # with `books`: use this tokenizer instead of learning a BPE
+    glue: str | None = None  # a folder holding GLUE's task folders (SST-2, CoLA, MRPC, RTE, STS-B)
+    story_cloze: str | None = None  # the Story Cloze CSV (cloze_test_val__spring2016.csv)
     tasks: tuple[str, ...] = TASK_ORDER
     # pre-training
     preset: str = "mini"
@@ -53,8 +54,8 @@ class ReproduceConfig:
     vocab_size: int = 8000
     pretrain_tokens: int = 16_000_000
     batch_tokens: int = 4096
-    pretrain_lr: Optional[float] = None  # None: the preset's (config.SCRATCH_LR)
-    pretrain_warmup: Optional[int] = None
+    pretrain_lr: float | None = None  # None: the preset's (config.SCRATCH_LR)
+    pretrain_warmup: int | None = None
     snapshots: int = 6  # weights kept at this many evenly spaced points of pre-training (Figure 2 right)
     # fine-tuning
     finetune_lrs: tuple[float, ...] = (6.25e-5, 2.5e-4, 1e-3)
@@ -64,9 +65,9 @@ class ReproduceConfig:
     max_train: int = 2000  # training examples per task (the rest of the file is not used)
     val_examples: int = 500
     test_examples: int = 1000
-    layer_task: Optional[str] = "sst2"  # Figure 2 left ("" or None: skip it)
+    layer_task: str | None = "sst2"  # Figure 2 left ("" or None: skip it)
     zero_shot_tasks: tuple[str, ...] = ("sst2", "cola", "rocstories")
-    max_steps: Optional[int] = None  # caps every fine-tuning run (toy runs)
+    max_steps: int | None = None  # caps every fine-tuning run (toy runs)
     seed: int = 1234
     precision: str = "auto"
     device: str = "auto"
@@ -75,14 +76,25 @@ class ReproduceConfig:
         self.tasks = tuple(self.tasks)
         self.finetune_lrs = tuple(float(x) for x in self.finetune_lrs)
         self.zero_shot_tasks = tuple(self.zero_shot_tasks)
-        unknown = [t for t in (*self.tasks, *self.zero_shot_tasks, *([self.layer_task] if self.layer_task else []))
-                   if t not in TASK_ORDER]  # fmt: skip
+        unknown = [
+            t
+            for t in (*self.tasks, *self.zero_shot_tasks, *([self.layer_task] if self.layer_task else []))
+            if t not in TASK_ORDER
+        ]
         if unknown:
             raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASK_ORDER)}.")
         if (self.books is None) == (self.model is None):
             raise ValueError("give exactly one of --books (pre-train on them) and --model (a pre-trained model).")
-        for name in ("pretrain_tokens", "batch_tokens", "snapshots", "batch_size", "max_train", "val_examples",
-                     "test_examples", "vocab_size"):  # fmt: skip
+        for name in (
+            "pretrain_tokens",
+            "batch_tokens",
+            "snapshots",
+            "batch_size",
+            "max_train",
+            "val_examples",
+            "test_examples",
+            "vocab_size",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1.")
         if not self.finetune_lrs or min(self.finetune_lrs) <= 0:
@@ -96,12 +108,31 @@ SCALES: dict[str, dict[str, Any]] = {
     # about an hour on a 2-core CPU: a 4-layer model, 16M tokens of books, six tasks, a three-lr sweep
     "default": {},
     # seconds: a toy run of every stage, for tests and a first look
-    "quick": dict(preset="tiny", model_overrides={"n_positions": 64, "n_embd": 64, "n_head": 2}, vocab_size=600,
-                  pretrain_tokens=40_000, batch_tokens=1024, snapshots=2, finetune_lrs=(1e-3,), max_train=64,
-                  val_examples=32, test_examples=32, epochs=1.0),  # fmt: skip
+    "quick": dict(
+        preset="tiny",
+        model_overrides={"n_positions": 64, "n_embd": 64, "n_head": 2},
+        vocab_size=600,
+        pretrain_tokens=40_000,
+        batch_tokens=1024,
+        snapshots=2,
+        finetune_lrs=(1e-3,),
+        max_train=64,
+        val_examples=32,
+        test_examples=32,
+        epochs=1.0,
+    ),
     # the paper's model and recipe (a GPU job: 12 layers x 768, 512 positions, 64 x 512-token batches, 40k BPE)
-    "gpt1": dict(preset="gpt1", vocab_size=40000, pretrain_tokens=1_000_000_000, batch_tokens=32768, snapshots=8,
-                 finetune_lrs=(6.25e-5,), max_train=100_000, val_examples=2000, test_examples=5000),  # fmt: skip
+    "gpt1": dict(
+        preset="gpt1",
+        vocab_size=40000,
+        pretrain_tokens=1_000_000_000,
+        batch_tokens=32768,
+        snapshots=8,
+        finetune_lrs=(6.25e-5,),
+        max_train=100_000,
+        val_examples=2000,
+        test_examples=5000,
+    ),
 }
 
 
@@ -125,8 +156,10 @@ class RunState:
         saved = json.loads(self.path.read_text()) if self.path.exists() else None
         self.data: dict[str, Any] = saved or {"config": config.to_dict(), "units": {}}
         if saved is not None and saved["config"] != json.loads(json.dumps(config.to_dict())):
-            raise ValueError(f"{out} holds a reproduce run with other settings; resume it with the same ones "
-                             "or choose another --out.")  # fmt: skip
+            raise ValueError(
+                f"{out} holds a reproduce run with other settings; resume it with the same ones "
+                "or choose another --out."
+            )
 
     def run(self, name: str, fn: Callable[[], dict]) -> dict:
         units = self.data["units"]
@@ -143,8 +176,9 @@ class RunState:
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------------
-def reproduce(config: ReproduceConfig, out: str | Path, *, progress: bool = True,
-              log: Callable[[str], None] = print) -> dict:  # fmt: skip
+def reproduce(
+    config: ReproduceConfig, out: str | Path, *, progress: bool = True, log: Callable[[str], None] = print
+) -> dict:
     """Run (or continue) the whole analysis in `out`; returns the report dict (also in `out/report.json`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,16 +198,21 @@ def reproduce(config: ReproduceConfig, out: str | Path, *, progress: bool = True
     runs: dict[str, dict] = {}
     plan = []  # (unit name, task, init dir, lr, lm_coef)
     for task in tasks:
-        for arm, init, coef in (("full", final, config.lm_coef), ("scratch", scratch["path"], config.lm_coef),
-                                ("no_aux_lm", final, 0.0)):  # fmt: skip
+        for arm, init, coef in (
+            ("full", final, config.lm_coef),
+            ("scratch", scratch["path"], config.lm_coef),
+            ("no_aux_lm", final, 0.0),
+        ):
             for lr in config.finetune_lrs:
                 plan.append((f"ft/{task}/{arm}/lr{lr:g}", task, init, lr, coef))
     for i, (name, task, init, lr, coef) in enumerate(plan, 1):
         runs[name] = state.run(name, lambda: _finetune(config, tasks[task], task, init, lr, coef, out / name, progress))
         r = runs[name]
         log(f"[{i}/{len(plan)}] {name}: val {r['val']:.4f}, test {r['test']:.4f} ({r['seconds']:.0f}s)")
-    table5 = {task: {arm: _pick(runs, task, arm, config.finetune_lrs) for arm in ("full", "scratch", "no_aux_lm")}
-              for task in tasks}  # fmt: skip
+    table5 = {
+        task: {arm: _pick(runs, task, arm, config.finetune_lrs) for arm in ("full", "scratch", "no_aux_lm")}
+        for task in tasks
+    }
 
     layers: dict[str, Any] = {}
     if config.layer_task and config.layer_task in tasks:
@@ -186,9 +225,15 @@ def reproduce(config: ReproduceConfig, out: str | Path, *, progress: bool = True
                 r = table5[task]["full"]
             else:
                 name = f"layers/{task}/k{k}"
-                init = state.run(f"init/k{k}", lambda: {"path": _transfer_layers(final, k, out / "init" / f"k{k}", config.seed)})
-                r = state.run(name, lambda: _finetune(config, tasks[task], task, init["path"], lr, config.lm_coef,
-                                                       out / name, progress))  # fmt: skip
+                init = state.run(
+                    f"init/k{k}", lambda: {"path": _transfer_layers(final, k, out / "init" / f"k{k}", config.seed)}
+                )
+                r = state.run(
+                    name,
+                    lambda: _finetune(
+                        config, tasks[task], task, init["path"], lr, config.lm_coef, out / name, progress
+                    ),
+                )
                 shutil.rmtree(init["path"], ignore_errors=True)  # a whole model (470 MB at the gpt1 scale), now used
                 log(f"layers transferred {k}/{n_layer}: val {r['val']:.4f}, test {r['test']:.4f} ({r['seconds']:.0f}s)")
             points.append({"layers": k, "val": r["val"], "test": r["test"]})
@@ -200,10 +245,13 @@ def reproduce(config: ReproduceConfig, out: str | Path, *, progress: bool = True
         steps = [(0, scratch["path"])] + [s for s in snapshots if s[0] > 0]
         for step, path in steps:
             zero_shot[str(step)] = state.run(f"zero_shot/{step}", lambda: _zero_shot(path, tasks, zs_tasks, config))
-            log(f"zero-shot after {step} updates: " + ", ".join(f"{t} {v:.3f}" for t, v in zero_shot[str(step)].items()
-                                                               if t != "seconds"))  # fmt: skip
-    report = build_report(config, pre, table5, runs, layers, zero_shot, tasks, skipped, state,
-                          time.perf_counter() - t_start)  # fmt: skip
+            log(
+                f"zero-shot after {step} updates: "
+                + ", ".join(f"{t} {v:.3f}" for t, v in zero_shot[str(step)].items() if t != "seconds")
+            )
+    report = build_report(
+        config, pre, table5, runs, layers, zero_shot, tasks, skipped, state, time.perf_counter() - t_start
+    )
     write_report(report, out)
     log(f"report: {out / 'report.md'}")
     return report
@@ -213,8 +261,13 @@ def _pick(runs: dict, task: str, arm: str, lrs) -> dict:
     """The lr of the sweep with the best validation score, and that run's test score."""
     cands = [(runs[f"ft/{task}/{arm}/lr{lr:g}"], lr) for lr in lrs]
     best, lr = max(cands, key=lambda c: (c[0]["val"], -c[1]))
-    return {"lr": lr, "val": best["val"], "test": best["test"], "metric": best["metric"],
-            "sweep": {f"{lr:g}": r["val"] for r, lr in cands}}  # fmt: skip
+    return {
+        "lr": lr,
+        "val": best["val"],
+        "test": best["test"],
+        "metric": best["metric"],
+        "sweep": {f"{lr:g}": r["val"] for r, lr in cands},
+    }
 
 
 # ---- task splits ------------------------------------------------------------------------------------------------
@@ -228,17 +281,25 @@ def carve_tasks(config: ReproduceConfig, out: Path) -> tuple[dict[str, dict[str,
     for task in config.tasks:
         src = _task_file(config, task)
         if src is None:
-            skipped[task] = ("no --story-cloze file given" if task == "rocstories" else
-                             f"no {GLUE_TASKS[task]}/train.tsv under --glue" if config.glue else "no --glue folder given")  # fmt: skip
+            skipped[task] = (
+                "no --story-cloze file given"
+                if task == "rocstories"
+                else f"no {GLUE_TASKS[task]}/train.tsv under --glue"
+                if config.glue
+                else "no --glue folder given"
+            )
             continue
         lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
         header = [] if task == "cola" else lines[:1]  # GLUE's CoLA file has no header row
-        rows = [line for line in lines[len(header):] if line.strip()]
+        rows = [line for line in lines[len(header) :] if line.strip()]
         order = np.random.default_rng([config.seed, TASK_ORDER.index(task)]).permutation(len(rows))
         n_test = min(config.test_examples, len(rows) // 5)
         n_val = min(config.val_examples, len(rows) * 3 // 20)
-        parts = {"test": order[:n_test], "validation": order[n_test : n_test + n_val],
-                 "train": order[n_test + n_val : n_test + n_val + config.max_train]}  # fmt: skip
+        parts = {
+            "test": order[:n_test],
+            "validation": order[n_test : n_test + n_val],
+            "train": order[n_test + n_val : n_test + n_val + config.max_train],
+        }
         if min(len(v) for v in parts.values()) < 2:
             skipped[task] = f"{src} has too few rows ({len(rows)}) to carve train, validation and test splits"
             continue
@@ -256,7 +317,7 @@ def carve_tasks(config: ReproduceConfig, out: Path) -> tuple[dict[str, dict[str,
     return found, skipped
 
 
-def _task_file(config: ReproduceConfig, task: str) -> Optional[Path]:
+def _task_file(config: ReproduceConfig, task: str) -> Path | None:
     if task == "rocstories":
         p = Path(config.story_cloze).expanduser() if config.story_cloze else None
     else:
@@ -267,8 +328,11 @@ def _task_file(config: ReproduceConfig, task: str) -> Optional[Path]:
 # ---- stages ---------------------------------------------------------------------------------------------------------
 def _pretrain(config: ReproduceConfig, out: Path, progress: bool) -> dict:
     if config.model is not None:
-        return {"snapshots": [[1, str(config.model)]], "summary": f"none (given model {config.model})",
-                "given_model": str(config.model)}  # fmt: skip
+        return {
+            "snapshots": [[1, str(config.model)]],
+            "summary": f"none (given model {config.model})",
+            "given_model": str(config.model),
+        }
     from .data.corpus import prepare_corpus
     from .pretrain import pretrain
 
@@ -276,18 +340,33 @@ def _pretrain(config: ReproduceConfig, out: Path, progress: bool) -> dict:
     if config.tokenizer:
         meta = prepare_corpus(config.books, corpus, config.tokenizer, progress=progress, num_proc=os.cpu_count() or 1)
     else:
-        meta = prepare_corpus(config.books, corpus, None, vocab_size=config.vocab_size, progress=progress,
-                              num_proc=os.cpu_count() or 1)  # fmt: skip
+        meta = prepare_corpus(
+            config.books, corpus, None, vocab_size=config.vocab_size, progress=progress, num_proc=os.cpu_count() or 1
+        )
     run = out / "pretrain"
     n_pos = config.model_overrides.get("n_positions") or _preset_positions(config.preset)
     steps = max(config.snapshots, -(-config.pretrain_tokens // config.batch_tokens))
     every = -(-steps // config.snapshots)  # the last snapshot is the final step's
     resume = "auto" if (run / "checkpoints").is_dir() else None
-    result = pretrain(data=str(corpus), preset=config.preset, out=str(run), max_steps=steps,
-                      batch_tokens=config.batch_tokens, lr=config.pretrain_lr, warmup=config.pretrain_warmup,
-                      eval_every=every, save_every=every, snapshots=True, model_overrides=dict(config.model_overrides),
-                      precision=config.precision, device=config.device, seed=config.seed, progress=progress,
-                      resume=resume, log_every=max(1, min(50, steps // 50)))  # fmt: skip
+    result = pretrain(
+        data=str(corpus),
+        preset=config.preset,
+        out=str(run),
+        max_steps=steps,
+        batch_tokens=config.batch_tokens,
+        lr=config.pretrain_lr,
+        warmup=config.pretrain_warmup,
+        eval_every=every,
+        save_every=every,
+        snapshots=True,
+        model_overrides=dict(config.model_overrides),
+        precision=config.precision,
+        device=config.device,
+        seed=config.seed,
+        progress=progress,
+        resume=resume,
+        log_every=max(1, min(50, steps // 50)),
+    )
     if result["interrupted"]:
         raise KeyboardInterrupt
     snaps = sorted((int(p.name.split("_")[1]), str(p)) for p in (run / "snapshots").glob("step_*"))
@@ -295,13 +374,25 @@ def _pretrain(config: ReproduceConfig, out: Path, progress: bool) -> dict:
     vals = [{"step": r["step"], "tokens": r["tokens"], "val_loss": r["val_loss"]} for r in rows if "val_loss" in r]
     run_config = json.loads((run / "run_config.json").read_text())
     speeds = sorted(r["tokens_per_s"] for r in rows if r.get("tokens_per_s") and "val_loss" not in r)
-    summary = (f"{result['tokens']:,} tokens in {result['step']} updates, val loss {vals[-1]['val_loss']:.3f} "
-               f"(unigram entropy of the training split {meta['unigram_entropy']:.3f})")  # fmt: skip
-    return {"snapshots": [list(s) for s in snaps], "val_curve": vals, "unigram_entropy": meta["unigram_entropy"],
-            "train_tokens_in_corpus": meta["train_tokens"], "vocab_size": meta["vocab_size"], "summary": summary,
-            "tokens": result["tokens"], "steps": result["step"], "lr": run_config["lr"], "warmup": run_config["warmup_steps_resolved"],
-            "median_tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
-            "n_positions": n_pos, "warnings": result.get("warnings", [])}  # fmt: skip
+    summary = (
+        f"{result['tokens']:,} tokens in {result['step']} updates, val loss {vals[-1]['val_loss']:.3f} "
+        f"(unigram entropy of the training split {meta['unigram_entropy']:.3f})"
+    )
+    return {
+        "snapshots": [list(s) for s in snaps],
+        "val_curve": vals,
+        "unigram_entropy": meta["unigram_entropy"],
+        "train_tokens_in_corpus": meta["train_tokens"],
+        "vocab_size": meta["vocab_size"],
+        "summary": summary,
+        "tokens": result["tokens"],
+        "steps": result["step"],
+        "lr": run_config["lr"],
+        "warmup": run_config["warmup_steps_resolved"],
+        "median_tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
+        "n_positions": n_pos,
+        "warnings": result.get("warnings", []),
+    }
 
 
 def _preset_positions(preset: str) -> int:
@@ -341,23 +432,47 @@ def _transfer_layers(pretrained: str, k: int, out: Path, seed: int) -> str:
     return str(out)
 
 
-def _finetune(config: ReproduceConfig, files: dict, task: str, init: str, lr: float, lm_coef: float, run: Path,
-              progress: bool) -> dict:  # fmt: skip
+def _finetune(
+    config: ReproduceConfig, files: dict, task: str, init: str, lr: float, lm_coef: float, run: Path, progress: bool
+) -> dict:
     from .finetune import evaluate, finetune
 
     shutil.rmtree(run, ignore_errors=True)  # a run cut short starts again
-    result = finetune(task, files["train"], run, model=init, val_data=files["validation"], epochs=config.epochs,
-                      max_steps=config.max_steps, batch_size=config.batch_size, lr=lr, lm_coef=lm_coef,
-                      seed=config.seed, precision=config.precision, device=config.device, progress=progress)  # fmt: skip
+    result = finetune(
+        task,
+        files["train"],
+        run,
+        model=init,
+        val_data=files["validation"],
+        epochs=config.epochs,
+        max_steps=config.max_steps,
+        batch_size=config.batch_size,
+        lr=lr,
+        lm_coef=lm_coef,
+        seed=config.seed,
+        precision=config.precision,
+        device=config.device,
+        progress=progress,
+    )
     if result["interrupted"]:
         raise KeyboardInterrupt
     metric = result["main_metric"]
     test = evaluate(str(run / "best"), task, files["test"], split="test", progress=False, device=None)
     _drop_weights(run)
-    best_row = json.loads((run / "best" / "metrics.json").read_text()) if (run / "best" / "metrics.json").exists() else {}
-    return {"val": float(result["best"]), "test": float(test[metric]), "metric": metric, "lr": lr, "lm_coef": lm_coef,
-            "init": init, "steps": result["step"], "best_step": best_row.get("step"),
-            "test_metrics": {k: v for k, v in test.items() if isinstance(v, float)}}  # fmt: skip
+    best_row = (
+        json.loads((run / "best" / "metrics.json").read_text()) if (run / "best" / "metrics.json").exists() else {}
+    )
+    return {
+        "val": float(result["best"]),
+        "test": float(test[metric]),
+        "metric": metric,
+        "lr": lr,
+        "lm_coef": lm_coef,
+        "init": init,
+        "steps": result["step"],
+        "best_step": best_row.get("step"),
+        "test_metrics": {k: v for k, v in test.items() if isinstance(v, float)},
+    }
 
 
 def _drop_weights(run: Path) -> None:
@@ -385,16 +500,21 @@ def _zero_shot(model_dir: str, tasks: dict, names: list[str], config: ReproduceC
 
 
 # ---- the report ------------------------------------------------------------------------------------------------------
-ARM_NAMES = {"full": "Transformer w/ aux LM (full)", "scratch": "Transformer w/o pre-training",
-             "no_aux_lm": "Transformer w/o aux LM"}  # fmt: skip
+ARM_NAMES = {
+    "full": "Transformer w/ aux LM (full)",
+    "scratch": "Transformer w/o pre-training",
+    "no_aux_lm": "Transformer w/o aux LM",
+}
 
 
 def build_report(config, pre, table5, runs, layers, zero_shot, tasks, skipped, state, seconds) -> dict:
     units = state.data["units"]
-    timing = {"pretrain": pre.get("seconds", 0.0),
-              "finetune_table5": sum(u.get("seconds", 0) for k, u in units.items() if k.startswith("ft/")),
-              "layers": sum(u.get("seconds", 0) for k, u in units.items() if k.startswith(("layers/", "init/k"))),
-              "zero_shot": sum(u.get("seconds", 0) for k, u in units.items() if k.startswith("zero_shot/"))}  # fmt: skip
+    timing = {
+        "pretrain": pre.get("seconds", 0.0),
+        "finetune_table5": sum(u.get("seconds", 0) for k, u in units.items() if k.startswith("ft/")),
+        "layers": sum(u.get("seconds", 0) for k, u in units.items() if k.startswith(("layers/", "init/k"))),
+        "zero_shot": sum(u.get("seconds", 0) for k, u in units.items() if k.startswith("zero_shot/")),
+    }
     normalized = {}
     for step, scores in zero_shot.items():
         normalized[step] = {}
@@ -404,9 +524,19 @@ def build_report(config, pre, table5, runs, layers, zero_shot, tasks, skipped, s
             best = max(arm["test"] for arm in table5[t].values())  # the best fine-tuned test score of the task
             span = best - CHANCE[t]
             normalized[step][t] = (v - CHANCE[t]) / span if span > 0 else None
-    return {"config": config.to_dict(), "pretraining": pre, "table5": table5, "runs": runs, "layers": layers,
-            "zero_shot": zero_shot, "zero_shot_normalized": normalized, "tasks": {t: f["sizes"] for t, f in tasks.items()},
-            "skipped": skipped, "seconds": timing, "wall_seconds_this_call": round(seconds, 1)}  # fmt: skip
+    return {
+        "config": config.to_dict(),
+        "pretraining": pre,
+        "table5": table5,
+        "runs": runs,
+        "layers": layers,
+        "zero_shot": zero_shot,
+        "zero_shot_normalized": normalized,
+        "tasks": {t: f["sizes"] for t, f in tasks.items()},
+        "skipped": skipped,
+        "seconds": timing,
+        "wall_seconds_this_call": round(seconds, 1),
+    }
 
 
 def write_report(report: dict, out: Path) -> None:
@@ -426,40 +556,67 @@ def _markdown(r: dict, figures: list[str]) -> str:
         lines.append(f"Pre-trained model: `{pre['given_model']}` (given; no pre-training run).")
     else:
         arch = {"preset": c["preset"], **c["model_overrides"]}
-        lines += [f"Pre-training: `{arch}` on `{c['books']}`, {pre['summary']}; peak lr {pre['lr']:g}, warmup "
-                  f"{pre['warmup']} steps, batch {c['batch_tokens']} tokens, median {pre['median_tokens_per_s'] or 0:,.0f} "
-                  "tokens/s."]  # fmt: skip
+        lines += [
+            f"Pre-training: `{arch}` on `{c['books']}`, {pre['summary']}; peak lr {pre['lr']:g}, warmup "
+            f"{pre['warmup']} steps, batch {c['batch_tokens']} tokens, median {pre['median_tokens_per_s'] or 0:,.0f} "
+            "tokens/s."
+        ]
         for w in pre.get("warnings", []):
             lines.append(f"- {w}")
-    lines += ["", "Fine-tuning: the paper's recipe (batch %d, %g epochs, warmup 0.2%% then linear decay, λ = %g); each "
-              "row picks its lr from {%s} by validation score; test = seeded split of each task's training file, never "
-              "seen in training or selection." % (c["batch_size"], c["epochs"], c["lm_coef"],
-                                                  ", ".join(f"{x:g}" for x in c["finetune_lrs"])), ""]  # fmt: skip
-    lines += ["## Table 5 (test split)", "",
-              "| method | " + " | ".join(f"{t} ({t5[t]['full']['metric']})" for t in tasks) + " | avg |",
-              "|---|" + "---:|" * (len(tasks) + 1)]  # fmt: skip
+    lines += [
+        "",
+        "Fine-tuning: the paper's recipe (batch %d, %g epochs, warmup 0.2%% then linear decay, λ = %g); each "
+        "row picks its lr from {%s} by validation score; test = seeded split of each task's training file, never "
+        "seen in training or selection."
+        % (c["batch_size"], c["epochs"], c["lm_coef"], ", ".join(f"{x:g}" for x in c["finetune_lrs"])),
+        "",
+    ]
+    lines += [
+        "## Table 5 (test split)",
+        "",
+        "| method | " + " | ".join(f"{t} ({t5[t]['full']['metric']})" for t in tasks) + " | avg |",
+        "|---|" + "---:|" * (len(tasks) + 1),
+    ]
     for arm in ("full", "scratch", "no_aux_lm"):
         vals = [t5[t][arm]["test"] for t in tasks]
         cells = [f"{100 * v:.1f} (lr {t5[t][arm]['lr']:g})" for t, v in zip(tasks, vals)]
         lines.append(f"| {ARM_NAMES[arm]} | " + " | ".join(cells) + f" | {100 * float(np.mean(vals)):.1f} |")
-    lines += ["", "Pre-trained minus from-scratch: " + ", ".join(
-        f"{t} {100 * (t5[t]['full']['test'] - t5[t]['scratch']['test']):+.1f}" for t in tasks) + " points.", ""]  # fmt: skip
+    lines += [
+        "",
+        "Pre-trained minus from-scratch: "
+        + ", ".join(f"{t} {100 * (t5[t]['full']['test'] - t5[t]['scratch']['test']):+.1f}" for t in tasks)
+        + " points.",
+        "",
+    ]
     sizes = r["tasks"]
-    lines += ["Examples per split: " + "; ".join(f"{t} {s['train']}/{s['validation']}/{s['test']}" for t, s in sizes.items())
-              + " (train/validation/test).", ""]  # fmt: skip
+    lines += [
+        "Examples per split: "
+        + "; ".join(f"{t} {s['train']}/{s['validation']}/{s['test']}" for t, s in sizes.items())
+        + " (train/validation/test).",
+        "",
+    ]
     if r["skipped"]:
         lines += ["Skipped: " + "; ".join(f"{t} ({why})" for t, why in r["skipped"].items()) + ".", ""]
     if r["layers"]:
         L = r["layers"]
-        lines += [f"## Figure 2 left: layers transferred ({L['task']}, lr {L['lr']:g})", "",
-                  "| layers transferred | val | test |", "|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            f"## Figure 2 left: layers transferred ({L['task']}, lr {L['lr']:g})",
+            "",
+            "| layers transferred | val | test |",
+            "|---:|---:|---:|",
+        ]
         lines += [f"| {p['layers']} | {100 * p['val']:.1f} | {100 * p['test']:.1f} |" for p in L["points"]]
         lines += [f"| none (no pre-training) | | {100 * L['scratch_test']:.1f} |", ""]
     if r["zero_shot"]:
         names = [t for t in next(iter(r["zero_shot"].values())) if t != "seconds"]
-        lines += ["## Figure 2 right: zero-shot heuristics against pre-training updates", "",
-                  "Raw score (normalised: 0 = chance, 1 = the task's best fine-tuned test score).", "",
-                  "| updates | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]  # fmt: skip
+        lines += [
+            "## Figure 2 right: zero-shot heuristics against pre-training updates",
+            "",
+            "Raw score (normalised: 0 = chance, 1 = the task's best fine-tuned test score).",
+            "",
+            "| updates | " + " | ".join(names) + " |",
+            "|---:|" + "---:|" * len(names),
+        ]
         for step, scores in r["zero_shot"].items():
             norm = r["zero_shot_normalized"][step]
             cells = [f"{scores[t]:.3f} ({norm[t]:.2f})" if norm[t] is not None else f"{scores[t]:.3f}" for t in names]
@@ -491,8 +648,12 @@ def _figures(r: dict, out: Path) -> list[str]:
     tasks = list(t5)
     fig, ax = plt.subplots(figsize=(1.6 * len(tasks) + 3, 3.6))
     for i, arm in enumerate(("full", "scratch", "no_aux_lm")):
-        ax.bar(np.arange(len(tasks)) + (i - 1) * 0.27, [100 * t5[t][arm]["test"] for t in tasks], 0.27,
-               label=ARM_NAMES[arm])  # fmt: skip
+        ax.bar(
+            np.arange(len(tasks)) + (i - 1) * 0.27,
+            [100 * t5[t][arm]["test"] for t in tasks],
+            0.27,
+            label=ARM_NAMES[arm],
+        )
     ax.set_xticks(np.arange(len(tasks)), [f"{t}\n({t5[t]['full']['metric']})" for t in tasks])
     save(fig, ax, "table5.png", "Table 5: ablations", "", "test score x 100")
     if r["layers"]:
@@ -502,7 +663,9 @@ def _figures(r: dict, out: Path) -> list[str]:
         ax.plot(ks, [100 * p["test"] for p in L["points"]], "o-", label="test")
         ax.plot(ks, [100 * p["val"] for p in L["points"]], "s--", label="validation")
         ax.axhline(100 * L["scratch_test"], color="grey", ls=":", label="no pre-training (test)")
-        save(fig, ax, "layers.png", "Figure 2 (left)", "# of pre-trained layers transferred", f"{L['task']} score x 100")
+        save(
+            fig, ax, "layers.png", "Figure 2 (left)", "# of pre-trained layers transferred", f"{L['task']} score x 100"
+        )
     if r["zero_shot"]:
         steps = [int(s) for s in r["zero_shot"]]
         fig, ax = plt.subplots(figsize=(5, 3.6))

@@ -55,44 +55,51 @@ class CompletionRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    prompt: Union[str, list[str], list[int], list[list[int]]]
-    model: Optional[str] = None
-    max_tokens: Optional[int] = Field(16, ge=1)
-    temperature: Optional[float] = Field(1.0, ge=0.0, le=2.0)
-    top_p: Optional[float] = Field(1.0, gt=0.0, le=1.0)
-    n: Optional[int] = Field(1, ge=1)
-    stop: Union[str, list[str], None] = None
-    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
-    stream: Optional[bool] = False
-    stream_options: Optional[StreamOptions] = None
-    echo: Optional[bool] = False
-    user: Optional[str] = None
+    prompt: str | list[str] | list[int] | list[list[int]]
+    model: str | None = None
+    max_tokens: int | None = Field(16, ge=1)
+    temperature: float | None = Field(1.0, ge=0.0, le=2.0)
+    top_p: float | None = Field(1.0, gt=0.0, le=1.0)
+    n: int | None = Field(1, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    echo: bool | None = False
+    user: str | None = None
     # Accepted so that OpenAI clients sending their defaults work; anything but the neutral value is refused below.
-    logprobs: Optional[int] = None
-    best_of: Optional[int] = None
-    presence_penalty: Optional[float] = None
-    frequency_penalty: Optional[float] = None
-    logit_bias: Optional[dict[str, float]] = None
-    suffix: Optional[str] = None
+    logprobs: int | None = None
+    best_of: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    suffix: str | None = None
     # Extensions (HF generate's names; `ignore_eos` as vLLM names it).
-    top_k: Optional[int] = Field(0, ge=0)  # 0 = off, the same rule as `gpt1 generate --top-k 0`
-    repetition_penalty: Optional[float] = Field(1.0, gt=0.0, le=10.0)
-    num_beams: Optional[int] = Field(1, ge=1, le=16)
-    ignore_eos: Optional[bool] = False  # keep generating past the model's end-of-text token
+    top_k: int | None = Field(0, ge=0)  # 0 = off, the same rule as `gpt1 generate --top-k 0`
+    repetition_penalty: float | None = Field(1.0, gt=0.0, le=10.0)
+    num_beams: int | None = Field(1, ge=1, le=16)
+    ignore_eos: bool | None = False  # keep generating past the model's end-of-text token
 
 
 class BadRequest(Exception):
     """A request the server refuses: HTTP status, one-sentence message and the offending field."""
 
-    def __init__(self, status: int, message: str, param: Optional[str] = None, kind: str = "invalid_request_error"):
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
         super().__init__(message)
         self.status, self.message, self.param, self.kind = status, message, param, kind
 
 
-def error_response(status: int, message: str, param: Optional[str] = None, kind: str = "invalid_request_error",
-                   headers: Optional[dict] = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    param: str | None = None,
+    kind: str = "invalid_request_error",
+    headers: dict | None = None,
+) -> JSONResponse:
     """OpenAI's error body: {"error": {"message", "type", "param", "code"}}."""
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": None}}, status, headers=headers)
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": param, "code": None}}, status, headers=headers
+    )
 
 
 # ---- what the engine works on ---------------------------------------------------------------------------------
@@ -105,15 +112,17 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     num_beams: int = 1
     stop: tuple[str, ...] = ()
-    seed: Optional[int] = None
-    eos_ids: tuple[int, ...] = ()  # end-of-text ids: a row that samples one finishes with "stop", the id not in its text
+    seed: int | None = None
+    eos_ids: tuple[
+        int, ...
+    ] = ()  # end-of-text ids: a row that samples one finishes with "stop", the id not in its text
 
 
 @dataclass
 class Choice:
     """One sequence being generated: a row of the batch while active."""
 
-    request: "GenRequest"
+    request: GenRequest
     index: int
     prompt_ids: list[int]
     generator: torch.Generator
@@ -121,7 +130,7 @@ class Choice:
     generated: int = 0
     emitted: str = ""  # completion text already sent
     text: str = ""  # completion text so far (cut at a stop string when one appears)
-    finish_reason: Optional[str] = None
+    finish_reason: str | None = None
     prompt_text: str = ""  # decoded tail of the prompt: completion text = decode(tail + generated) minus this
     prompt_tail: list[int] = field(default_factory=list)
 
@@ -133,7 +142,9 @@ class Choice:
 class GenRequest:
     """A submitted request: its choices, and the asyncio queue its events go to (filled from the engine thread)."""
 
-    def __init__(self, prompts: list[list[int]], params: SamplingParams, n: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, prompts: list[list[int]], params: SamplingParams, n: int, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.id = "cmpl-" + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.params = params
@@ -183,13 +194,19 @@ class Engine:
         self.waiting: deque[Choice] = deque()
         self.exclusive: deque[GenRequest] = deque()  # beam-search requests, run on their own between steps
         self.active: list[Choice] = []
-        self.cache: Optional[KVCache] = None
+        self.cache: KVCache | None = None
         self.lock = threading.Condition()
         # steps: decode steps; rows_decoded: rows summed over them (their ratio is the mean batch size).
-        self.stats = {"requests": 0, "requests_cancelled": 0, "tokens_generated": 0, "steps": 0, "rows_decoded": 0,
-                      "max_rows": 0}
+        self.stats = {
+            "requests": 0,
+            "requests_cancelled": 0,
+            "tokens_generated": 0,
+            "steps": 0,
+            "rows_decoded": 0,
+            "max_rows": 0,
+        }
         self._stop = False
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     # -- life cycle --
     def start(self) -> None:
@@ -219,10 +236,14 @@ class Engine:
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"active_rows": len(self.active), "waiting_rows": len(self.waiting),
-                    "queued_requests": self._queued_requests(), **self.stats}
+            return {
+                "active_rows": len(self.active),
+                "waiting_rows": len(self.waiting),
+                "queued_requests": self._queued_requests(),
+                **self.stats,
+            }
 
-    def _queued_requests(self, extra: Optional[GenRequest] = None) -> int:
+    def _queued_requests(self, extra: GenRequest | None = None) -> int:
         """Requests waiting for a row (beyond those the free rows take next), counting `extra` as if submitted."""
         rows = list(self.waiting) + (extra.choices if extra is not None else [])
         free = max(self.max_batch - len(self.active), 0)
@@ -280,8 +301,8 @@ class Engine:
         ids = torch.zeros(len(new), width, dtype=torch.long)
         mask = torch.zeros(len(new), width, dtype=torch.long)
         for i, c in enumerate(new):
-            ids[i, width - len(c.prompt_ids):] = torch.tensor(c.prompt_ids)
-            mask[i, width - len(c.prompt_ids):] = 1
+            ids[i, width - len(c.prompt_ids) :] = torch.tensor(c.prompt_ids)
+            mask[i, width - len(c.prompt_ids) :] = 1
             c.prompt_tail = c.prompt_ids[-64:]  # clean-up of decoded text is local, so a tail decodes the join
             c.prompt_text = self.tokenizer.decode(c.prompt_tail)
         ids, mask = ids.to(device), mask.to(device)
@@ -293,7 +314,7 @@ class Engine:
         if keep:
             self._splice([(self.cache, i, c) for i, c in enumerate(self.active)] + [(cache, i, new[i]) for i in keep])
 
-    def _splice(self, rows: list[tuple[Optional[KVCache], int, Choice]]) -> None:
+    def _splice(self, rows: list[tuple[KVCache | None, int, Choice]]) -> None:
         """Build a fresh cache holding `rows` (source cache, row in it, choice), right-aligned and tightly packed."""
         device, dtype = self.model.device, self.model.dtype
         cached = [len(c.tokens) - 1 for _, _, c in rows]  # the last sampled token is fed by the next step
@@ -303,9 +324,9 @@ class Engine:
         cache.key_mask = torch.zeros(len(rows), capacity, dtype=torch.bool, device=device)
         for i, ((src, j, _), n) in enumerate(zip(rows, cached)):
             for layer in range(self.config.n_layer):
-                cache.keys[layer][i, :, length - n:length] = src.keys[layer][j, :, src.length - n:src.length]
-                cache.values[layer][i, :, length - n:length] = src.values[layer][j, :, src.length - n:src.length]
-            cache.key_mask[i, length - n:length] = True
+                cache.keys[layer][i, :, length - n : length] = src.keys[layer][j, :, src.length - n : src.length]
+                cache.values[layer][i, :, length - n : length] = src.values[layer][j, :, src.length - n : src.length]
+            cache.key_mask[i, length - n : length] = True
         cache.length = length
         self.cache = cache
         self.active = [c for _, _, c in rows]
@@ -316,7 +337,9 @@ class Engine:
         device = self.model.device
         ids = torch.tensor([[c.tokens[-1]] for c in rows], device=device)
         positions = torch.tensor([[len(c.tokens) - 1] for c in rows], device=device)
-        mask = torch.cat([cache.key_mask[:, : cache.length], torch.ones(len(rows), 1, dtype=torch.bool, device=device)], 1)
+        mask = torch.cat(
+            [cache.key_mask[:, : cache.length], torch.ones(len(rows), 1, dtype=torch.bool, device=device)], 1
+        )
         out = self.model(ids, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1)
         self.stats["steps"] += 1
         self.stats["rows_decoded"] += len(rows)
@@ -353,7 +376,7 @@ class Engine:
 
     def _update_text(self, c: Choice) -> None:
         """Re-decode the row's completion, cut it at a stop string, and send the part of it that can no longer change."""
-        c.text = completion_text(self.tokenizer.decode(c.prompt_tail + c.tokens[len(c.prompt_ids):]), c.prompt_text)
+        c.text = completion_text(self.tokenizer.decode(c.prompt_tail + c.tokens[len(c.prompt_ids) :]), c.prompt_text)
         stops = c.request.params.stop
         hits = [i for i in (c.text.find(s) for s in stops) if i >= 0]
         if hits:
@@ -365,7 +388,7 @@ class Engine:
         stable = c.text[: max(c.text.rfind(" "), 0)]
         stable = stable[: len(stable) - _stop_prefix_overlap(stable, stops)]
         if len(stable) > len(c.emitted) and stable.startswith(c.emitted):
-            c.request.emit(("delta", c.index, stable[len(c.emitted):]))
+            c.request.emit(("delta", c.index, stable[len(c.emitted) :]))
             c.emitted = stable
 
     def _finish(self, c: Choice, reason: str) -> None:
@@ -375,7 +398,7 @@ class Engine:
                 c.request.counted_cancel = True
                 self.stats["requests_cancelled"] += 1
             return
-        rest = c.text[len(c.emitted):] if c.text.startswith(c.emitted) else ""
+        rest = c.text[len(c.emitted) :] if c.text.startswith(c.emitted) else ""
         if not c.text.startswith(c.emitted):
             log.warning("completion text changed after it was streamed (request %s)", c.request.id)
         c.emitted += rest
@@ -394,12 +417,19 @@ class Engine:
         ids = torch.zeros(len(request.prompts), width, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, prompt in enumerate(request.prompts):
-            ids[i, width - len(prompt):] = torch.tensor(prompt)
-            mask[i, width - len(prompt):] = 1
+            ids[i, width - len(prompt) :] = torch.tensor(prompt)
+            mask[i, width - len(prompt) :] = 1
         out = generate(
-            self.model, ids, mask, max_new_tokens=p.max_tokens, num_beams=p.num_beams, num_return_sequences=n,
-            repetition_penalty=p.repetition_penalty, eos_token_id=list(p.eos_ids) or None, return_dict_in_generate=True,
-        )  # fmt: skip
+            self.model,
+            ids,
+            mask,
+            max_new_tokens=p.max_tokens,
+            num_beams=p.num_beams,
+            num_return_sequences=n,
+            repetition_penalty=p.repetition_penalty,
+            eos_token_id=list(p.eos_ids) or None,
+            return_dict_in_generate=True,
+        )
         for c in request.choices:
             if request.cancelled:
                 self._finish(c, "cancelled")
@@ -407,7 +437,7 @@ class Engine:
             c.prompt_tail = c.prompt_ids[-64:]
             c.prompt_text = self.tokenizer.decode(c.prompt_tail)
             c.generated = int(out.num_generated[c.index])
-            new = out.sequences[c.index, width: width + c.generated].tolist()
+            new = out.sequences[c.index, width : width + c.generated].tolist()
             ended = bool(new) and new[-1] in p.eos_ids  # the hypothesis closed with end-of-text
             c.tokens = c.prompt_ids + (new[:-1] if ended else new)
             self.stats["tokens_generated"] += c.generated
@@ -424,7 +454,9 @@ def choose_token(logits: torch.Tensor, history: list[int], p: SamplingParams, ge
     return int(index[int(torch.multinomial(probs.cpu(), 1, generator=generator))])
 
 
-def token_distribution(logits: torch.Tensor, history: list[int], p: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+def token_distribution(
+    logits: torch.Tensor, history: list[int], p: SamplingParams
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(token ids, probabilities) the next token is drawn from: repetition penalty, temperature, top-k, top-p.
 
     The same rules and order as HF generate's logits processors (repetition penalty and temperature are
@@ -462,7 +494,7 @@ def token_distribution(logits: torch.Tensor, history: list[int], p: SamplingPara
 def completion_text(full: str, prompt_text: str) -> str:
     """The part of `full` (prompt tail + completion, decoded together) after the prompt's own text."""
     if full.startswith(prompt_text):
-        return full[len(prompt_text):]
+        return full[len(prompt_text) :]
     # Clean-up joined the two (e.g. the prompt ended with " '"): cut where they stop agreeing.
     n = 0
     while n < min(len(full), len(prompt_text)) and full[n] == prompt_text[n]:
@@ -517,11 +549,13 @@ class _BodyLimit:
         return await self.app(scope, replay, send)
 
     async def _too_large(self, scope, receive, send):
-        response = error_response(413, f"request body is larger than this server's limit of {self.limit} bytes.", "body")
+        response = error_response(
+            413, f"request body is larger than this server's limit of {self.limit} bytes.", "body"
+        )
         await response(scope, receive, send)
 
 
-def _validation_message(errors: list[dict]) -> tuple[str, Optional[str]]:
+def _validation_message(errors: list[dict]) -> tuple[str, str | None]:
     """One sentence (and the field) for pydantic's errors about a request body."""
     first = errors[0]
     loc = [str(x) for x in first.get("loc", ()) if x != "body"]
@@ -546,7 +580,7 @@ def create_app(
     max_queue: int = 64,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_n: int = DEFAULT_MAX_N,
-    eos_token_id: Union[int, list[int], None] = None,
+    eos_token_id: int | list[int] | None = None,
 ) -> FastAPI:
     """The ASGI app: `/v1/completions`, `/v1/models`, `/health` and the playground at `/`, over one `Engine`.
 
@@ -558,8 +592,10 @@ def create_app(
     cfg = model.config
     if eos_token_id is None:
         eos_token_id = cfg.extra.get("eos_token_id")
-    eos_ids = tuple(int(i) for i in ([] if eos_token_id is None else
-                                     [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id))  # fmt: skip
+    eos_ids = tuple(
+        int(i)
+        for i in ([] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
+    )
     tokenize_lock = threading.Lock()  # the tokenizer's caches are not meant for concurrent writers
 
     async def lifespan(app):
@@ -581,11 +617,19 @@ def create_app(
         return error_response(exc.status, exc.message, exc.param, exc.kind)
 
     model_card = {
-        "id": model_name, "object": "model", "created": int(time.time()), "owned_by": "gpt1",
-        "parameters": n_params, "context_length": cfg.n_positions, "n_layer": cfg.n_layer, "n_embd": cfg.n_embd,
-        "n_head": cfg.n_head, "vocab_size": cfg.vocab_size, "eos_token_id": eos_ids[0] if eos_ids else None,
+        "id": model_name,
+        "object": "model",
+        "created": int(time.time()),
+        "owned_by": "gpt1",
+        "parameters": n_params,
+        "context_length": cfg.n_positions,
+        "n_layer": cfg.n_layer,
+        "n_embd": cfg.n_embd,
+        "n_head": cfg.n_head,
+        "vocab_size": cfg.vocab_size,
+        "eos_token_id": eos_ids[0] if eos_ids else None,
         "default_prompt": default_prompt(cfg),
-    }  # fmt: skip
+    }
 
     @app.get("/v1/models")
     async def list_models():
@@ -594,14 +638,23 @@ def create_app(
     @app.get("/v1/models/{name:path}")
     async def get_model(name: str):
         if name != model_name:
-            return error_response(404, f"model {name!r} is not served here; this server serves {model_name!r}.",
-                                  "model", "not_found_error")
+            return error_response(
+                404,
+                f"model {name!r} is not served here; this server serves {model_name!r}.",
+                "model",
+                "not_found_error",
+            )
         return model_card
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_name, "max_batch": max_batch, "max_queue": max_queue,
-                **engine.snapshot()}
+        return {
+            "status": "ok",
+            "model": model_name,
+            "max_batch": max_batch,
+            "max_queue": max_queue,
+            **engine.snapshot(),
+        }
 
     @app.get("/", response_class=HTMLResponse)
     async def playground():
@@ -614,36 +667,62 @@ def create_app(
     async def prepare(body: CompletionRequest) -> tuple[list[list[int]], list[str], SamplingParams, int]:
         """Check what the schema cannot (lengths against the context, limits) and tokenize the prompts."""
         if body.model not in (None, model_name):
-            raise BadRequest(404, f"model {body.model!r} is not served here; this server serves {model_name!r}.",
-                             "model", "not_found_error")
-        for name, value, neutral in (("logprobs", body.logprobs, None), ("suffix", body.suffix, None),
-                                     ("presence_penalty", body.presence_penalty, 0.0),
-                                     ("frequency_penalty", body.frequency_penalty, 0.0),
-                                     ("logit_bias", body.logit_bias, {})):  # fmt: skip
+            raise BadRequest(
+                404,
+                f"model {body.model!r} is not served here; this server serves {model_name!r}.",
+                "model",
+                "not_found_error",
+            )
+        for name, value, neutral in (
+            ("logprobs", body.logprobs, None),
+            ("suffix", body.suffix, None),
+            ("presence_penalty", body.presence_penalty, 0.0),
+            ("frequency_penalty", body.frequency_penalty, 0.0),
+            ("logit_bias", body.logit_bias, {}),
+        ):
             if value is not None and value != neutral:
-                raise BadRequest(400, f"{name}={json.dumps(value)} is not supported by this server; leave it out.", name)
+                raise BadRequest(
+                    400, f"{name}={json.dumps(value)} is not supported by this server; leave it out.", name
+                )
         n = body.n or 1
         if body.best_of not in (None, n):
-            raise BadRequest(400, f"best_of={body.best_of} is not supported; leave it out or set it equal to n.", "best_of")
+            raise BadRequest(
+                400, f"best_of={body.best_of} is not supported; leave it out or set it equal to n.", "best_of"
+            )
         prompt = body.prompt
         if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
             prompt = [prompt]
         if not prompt:
             raise BadRequest(400, "prompt is an empty list: give at least one prompt.", "prompt")
         if n * len(prompt) > max_n:
-            raise BadRequest(400, f"n={n} with {len(prompt)} prompt(s) asks for {n * len(prompt)} completions; "
-                                  f"this server allows at most {max_n} per request.", "n")  # fmt: skip
+            raise BadRequest(
+                400,
+                f"n={n} with {len(prompt)} prompt(s) asks for {n * len(prompt)} completions; "
+                f"this server allows at most {max_n} per request.",
+                "n",
+            )
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stop) > MAX_STOP or any(not s or len(s) > MAX_STOP_CHARS for s in stop):
-            raise BadRequest(400, f"stop must be at most {MAX_STOP} non-empty strings of up to {MAX_STOP_CHARS} "
-                                  f"characters; got {json.dumps(stop)[:120]}.", "stop")  # fmt: skip
+            raise BadRequest(
+                400,
+                f"stop must be at most {MAX_STOP} non-empty strings of up to {MAX_STOP_CHARS} "
+                f"characters; got {json.dumps(stop)[:120]}.",
+                "stop",
+            )
         num_beams = body.num_beams or 1
         if num_beams > 1 and body.stream:
-            raise BadRequest(400, f"stream=true cannot be combined with num_beams={num_beams}: beam search only "
-                                  f"knows its best sequences at the end.", "num_beams")  # fmt: skip
+            raise BadRequest(
+                400,
+                f"stream=true cannot be combined with num_beams={num_beams}: beam search only "
+                f"knows its best sequences at the end.",
+                "num_beams",
+            )
         if num_beams > 1 and n > num_beams:
-            raise BadRequest(400, f"n={n} is larger than num_beams={num_beams}; beam search returns at most "
-                                  f"num_beams sequences.", "n")  # fmt: skip
+            raise BadRequest(
+                400,
+                f"n={n} is larger than num_beams={num_beams}; beam search returns at most num_beams sequences.",
+                "n",
+            )
         max_tokens = body.max_tokens if body.max_tokens is not None else 16
         texts, prompts = [], []
         for p in prompt:
@@ -653,33 +732,55 @@ def create_app(
             else:
                 bad = next((t for t in p if not 0 <= t < cfg.vocab_size), None)
                 if bad is not None:
-                    raise BadRequest(400, f"prompt has token id {bad}, outside this model's vocabulary "
-                                          f"0..{cfg.vocab_size - 1}.", "prompt")  # fmt: skip
+                    raise BadRequest(
+                        400,
+                        f"prompt has token id {bad}, outside this model's vocabulary 0..{cfg.vocab_size - 1}.",
+                        "prompt",
+                    )
                 ids = list(p)
                 texts.append(tokenizer.decode(ids))
             if not ids:
-                raise BadRequest(400, "prompt is empty (no tokens): GPT-1 has no start token to continue from.", "prompt")
+                raise BadRequest(
+                    400, "prompt is empty (no tokens): GPT-1 has no start token to continue from.", "prompt"
+                )
             if len(ids) >= cfg.n_positions:
-                raise BadRequest(400, f"prompt is {len(ids)} tokens, but this model's context is {cfg.n_positions} "
-                                      f"tokens (and at least one is needed for the completion); shorten it.",
-                                 "prompt")  # fmt: skip
+                raise BadRequest(
+                    400,
+                    f"prompt is {len(ids)} tokens, but this model's context is {cfg.n_positions} "
+                    f"tokens (and at least one is needed for the completion); shorten it.",
+                    "prompt",
+                )
             if len(ids) + max_tokens > cfg.n_positions:
-                raise BadRequest(400, f"max_tokens={max_tokens} plus the prompt's {len(ids)} tokens exceeds this "
-                                      f"model's context of {cfg.n_positions} tokens; use max_tokens <= "
-                                      f"{cfg.n_positions - len(ids)}.", "max_tokens")  # fmt: skip
+                raise BadRequest(
+                    400,
+                    f"max_tokens={max_tokens} plus the prompt's {len(ids)} tokens exceeds this "
+                    f"model's context of {cfg.n_positions} tokens; use max_tokens <= "
+                    f"{cfg.n_positions - len(ids)}.",
+                    "max_tokens",
+                )
             prompts.append(ids)
         temperature = 1.0 if body.temperature is None else body.temperature
         params = SamplingParams(
-            max_tokens=max_tokens, temperature=temperature, top_k=body.top_k or 0,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=body.top_k or 0,
             top_p=1.0 if body.top_p is None else body.top_p,
             repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
-            num_beams=num_beams, stop=tuple(stop), seed=body.seed, eos_ids=() if body.ignore_eos else eos_ids,
-        )  # fmt: skip
+            num_beams=num_beams,
+            stop=tuple(stop),
+            seed=body.seed,
+            eos_ids=() if body.ignore_eos else eos_ids,
+        )
         return prompts, texts, params, n
 
-    def chunk(req: GenRequest, choices: list[dict], usage: Optional[dict] = None) -> str:
-        body = {"id": req.id, "object": "text_completion", "created": req.created, "model": model_name,
-                "choices": choices}
+    def chunk(req: GenRequest, choices: list[dict], usage: dict | None = None) -> str:
+        body = {
+            "id": req.id,
+            "object": "text_completion",
+            "created": req.created,
+            "model": model_name,
+            "choices": choices,
+        }
         if usage is not None:
             body["usage"] = usage
         return f"data: {json.dumps(body)}\n\n"
@@ -687,8 +788,11 @@ def create_app(
     def usage_of(req: GenRequest) -> dict:
         prompt_tokens = sum(len(p) for p in req.prompts)
         completion_tokens = sum(c.generated for c in req.choices)
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens}
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -697,13 +801,21 @@ def create_app(
         try:
             engine.submit(req)
         except QueueFull:
-            return error_response(503, f"the server is busy: {max_queue} requests are already waiting (--max-queue); "
-                                       f"retry shortly.", None, "server_busy", headers={"Retry-After": "1"})  # fmt: skip
+            return error_response(
+                503,
+                f"the server is busy: {max_queue} requests are already waiting (--max-queue); retry shortly.",
+                None,
+                "server_busy",
+                headers={"Retry-After": "1"},
+            )
         prefixes = [texts[c.index // n] if body.echo else "" for c in req.choices]
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_stream(req, prefixes, include_usage, request), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                _stream(req, prefixes, include_usage, request),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         return await _collect(req, prefixes, request)
 
     async def _watch_disconnect(request: Request, req: GenRequest) -> None:
@@ -718,8 +830,9 @@ def create_app(
         try:
             for c in req.choices:
                 if prefixes[c.index]:
-                    yield chunk(req, [{"text": prefixes[c.index], "index": c.index, "logprobs": None,
-                                       "finish_reason": None}])
+                    yield chunk(
+                        req, [{"text": prefixes[c.index], "index": c.index, "logprobs": None, "finish_reason": None}]
+                    )
             remaining = len(req.choices)
             while remaining:
                 event = await req.events.get()
@@ -732,7 +845,9 @@ def create_app(
                     yield chunk(req, [{"text": event[2], "index": event[1], "logprobs": None, "finish_reason": None}])
                 else:
                     remaining -= 1
-                    yield chunk(req, [{"text": event[2], "index": event[1], "logprobs": None, "finish_reason": event[3]}])
+                    yield chunk(
+                        req, [{"text": event[2], "index": event[1], "logprobs": None, "finish_reason": event[3]}]
+                    )
             if include_usage:
                 yield chunk(req, [], usage_of(req))
             yield "data: [DONE]\n\n"
@@ -741,7 +856,7 @@ def create_app(
             req.cancel()  # a no-op when finished; when the client went away, the engine drops its rows
 
     async def _collect(req: GenRequest, prefixes: list[str], request: Request):
-        async def wait_all() -> Optional[str]:
+        async def wait_all() -> str | None:
             remaining = len(req.choices)
             while remaining:
                 event = await req.events.get()
@@ -763,16 +878,26 @@ def create_app(
         if failure:
             return error_response(500, failure, None, "server_error")
         return {
-            "id": req.id, "object": "text_completion", "created": req.created, "model": model_name,
-            "choices": [{"text": prefixes[c.index] + c.text, "index": c.index, "logprobs": None,
-                         "finish_reason": c.finish_reason} for c in req.choices],
+            "id": req.id,
+            "object": "text_completion",
+            "created": req.created,
+            "model": model_name,
+            "choices": [
+                {
+                    "text": prefixes[c.index] + c.text,
+                    "index": c.index,
+                    "logprobs": None,
+                    "finish_reason": c.finish_reason,
+                }
+                for c in req.choices
+            ],
             "usage": usage_of(req),
-        }  # fmt: skip
+        }
 
     return app
 
 
-def default_prompt(config) -> Optional[str]:
+def default_prompt(config) -> str | None:
     """The playground's starting prompt: what a fine-tuned run's template puts before the text ("JOKE:"), if any."""
     template = config.extra.get("lm_template") or ""
     prefix = template.split("{text}", 1)[0].strip() if "{text}" in template else ""
@@ -794,8 +919,9 @@ def check_port(host: str, port: int) -> None:
             s.bind(address)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise ValueError(f"--port {port}: {host}:{port} is already in use (another server?); pick another "
-                                 f"--port.") from None  # fmt: skip
+                raise ValueError(
+                    f"--port {port}: {host}:{port} is already in use (another server?); pick another --port."
+                ) from None
             if e.errno == errno.EADDRNOTAVAIL:
                 raise ValueError(f"--host {host}: not an address of this machine; use 127.0.0.1 or 0.0.0.0.") from None
             raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}).") from None
@@ -811,10 +937,10 @@ def serve(
     port: int = 8000,
     max_batch: int = 8,
     max_queue: int = 64,
-    tokenizer: Optional[str] = None,
-    dtype: Optional[torch.dtype] = None,
-    device: Optional[str] = None,
-    name: Optional[str] = None,
+    tokenizer: str | None = None,
+    dtype: torch.dtype | None = None,
+    device: str | None = None,
+    name: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     log_level: str = "info",
 ) -> None:
@@ -845,8 +971,14 @@ def serve(
     name = name or (model_path if model_path.startswith("preset:") else Path(model_path.rstrip("/")).name or model_path)
     app = create_app(model, tok, name, max_batch=max_batch, max_queue=max_queue, max_body_bytes=max_body_bytes)
     if not _is_loopback(host):
-        log.warning("listening on %s: anyone who can reach this machine can use the API and the playground "
-                    "(there is no authentication).", host)  # fmt: skip
-    print(f"gpt1 serve: {name} ({model.num_parameters() / 1e6:.1f}M parameters) on http://{host}:{port}/ "
-          f"(API at /v1, max batch {max_batch}, queue {max_queue})", flush=True)  # fmt: skip
+        log.warning(
+            "listening on %s: anyone who can reach this machine can use the API and the playground "
+            "(there is no authentication).",
+            host,
+        )
+    print(
+        f"gpt1 serve: {name} ({model.num_parameters() / 1e6:.1f}M parameters) on http://{host}:{port}/ "
+        f"(API at /v1, max batch {max_batch}, queue {max_queue})",
+        flush=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

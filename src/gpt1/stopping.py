@@ -29,11 +29,11 @@ class StopSignals:
         self.distributed = distributed
         self.requested = False  # this rank got a signal (DDP): the Trainer shares it with the other ranks
         self.agreed = False  # some rank got one: every rank stops after the current step
-        self.signal_name: Optional[str] = None
-        self._first_at: Optional[float] = None
+        self.signal_name: str | None = None
+        self._first_at: float | None = None
         self._previous: dict[int, Any] = {}
 
-    def install(self) -> "StopSignals":
+    def install(self) -> StopSignals:
         if threading.current_thread() is not threading.main_thread():
             return self  # Python runs signal handlers in the main thread only; a Trainer elsewhere keeps the defaults
         for sig in (signal.SIGTERM, signal.SIGINT) if self.distributed else (signal.SIGTERM,):
@@ -68,8 +68,10 @@ def diverged(loss: float, step: int, lr: float, run_dir: Path) -> TrainingDiverg
     latest = find_latest_checkpoint(run_dir)
     kept = f"the last good checkpoint, {latest}, is kept" if latest else "no checkpoint had been saved yet"
     what = f"the loss is {loss}" if not math.isfinite(loss) else "the gradient norm is not finite"
-    return TrainingDiverged(f"training diverged at step {step}: {what} (lr {lr:.3g}); stopped before applying that "
-                            f"step, {kept}; try a lower learning rate (--lr).")  # fmt: skip
+    return TrainingDiverged(
+        f"training diverged at step {step}: {what} (lr {lr:.3g}); stopped before applying that "
+        f"step, {kept}; try a lower learning rate (--lr)."
+    )
 
 
 def check_same_data(run_dir: Path, run_config: dict, resume: str) -> None:
@@ -83,9 +85,11 @@ def check_same_data(run_dir: Path, run_config: dict, resume: str) -> None:
         return
     if "data" not in saved or _same_sources(saved["data"], run_config["data"]):
         return
-    raise ValueError(f"--resume {resume}: {run_dir} was trained on --data {_show(saved['data'])}, but this run names "
-                     f"--data {_show(run_config['data'])}; resume with the same --data, or start a new run in another "
-                     f"--out.")  # fmt: skip
+    raise ValueError(
+        f"--resume {resume}: {run_dir} was trained on --data {_show(saved['data'])}, but this run names "
+        f"--data {_show(run_config['data'])}; resume with the same --data, or start a new run in another "
+        f"--out."
+    )
 
 
 def _as_list(data) -> list[str]:
@@ -106,7 +110,7 @@ def _same_file(x: str, y: str) -> bool:
     return rx is not None and rx == _resolved(y)
 
 
-def _resolved(name: str) -> Optional[str]:
+def _resolved(name: str) -> str | None:
     path = Path(name).expanduser()
     return str(path.resolve()) if path.exists() else None
 

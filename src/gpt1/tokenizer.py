@@ -119,8 +119,14 @@ class Tokenizer:
         (out / HF_FILES[1]).write_text("#version: 0.2\n" + merges, encoding="utf-8")
         specials = list(self.special_tokens)
         _write_json(out / "special_tokens_map.json", {"unk_token": UNK, "additional_special_tokens": specials})
-        config = {"tokenizer_class": "OpenAIGPTTokenizer", "unk_token": UNK, "additional_special_tokens": specials,
-                  "model_max_length": 512, "clean_up_tokenization_spaces": False, "gpt1_mode": self.mode}
+        config = {
+            "tokenizer_class": "OpenAIGPTTokenizer",
+            "unk_token": UNK,
+            "additional_special_tokens": specials,
+            "model_max_length": 512,
+            "clean_up_tokenization_spaces": False,
+            "gpt1_mode": self.mode,
+        }
         _write_json(out / CONFIG_FILE, config)
         if specials:
             _write_json(out / ADDED_FILE, self.special_tokens)
@@ -332,8 +338,18 @@ def _join_pieces(pieces: list[str]) -> str:
 
 def _clean_up_tokenization(text: str) -> str:
     """HF's clean-up of spaces before punctuation and English contractions."""
-    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+    for before, after in (
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ):
         text = text.replace(before, after)
     return text
 
@@ -375,8 +391,11 @@ def _download(repo_id: str) -> Path:
     try:
         return fetch(repo_id, get)
     except HubUnavailable as e:
-        raise HubUnavailable(repo_id, e.detail, f"tokenizer {repo_id}: no such directory, and no hub repo of that "
-                                                f"name to use: {e.detail}.") from None  # fmt: skip
+        raise HubUnavailable(
+            repo_id,
+            e.detail,
+            f"tokenizer {repo_id}: no such directory, and no hub repo of that name to use: {e.detail}.",
+        ) from None
 
 
 _WORKER: Tokenizer | None = None

@@ -22,9 +22,10 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -45,15 +46,15 @@ class TrainConfig:
     """Optimisation and bookkeeping settings of one run; JSON-serialisable (saved in run_config.json)."""
 
     lr: float = 2.5e-4
-    warmup_steps: Optional[int] = 2000
-    warmup_fraction: Optional[float] = None  # overrides warmup_steps: e.g. 0.002 of all steps (paper's fine-tuning)
+    warmup_steps: int | None = 2000
+    warmup_fraction: float | None = None  # overrides warmup_steps: e.g. 0.002 of all steps (paper's fine-tuning)
     schedule: str = "cosine"  # "cosine" (to 0, pre-training) | "linear" (to 0, fine-tuning) | "constant"
     weight_decay: float = 0.01  # decoupled (AdamW) on every tensor with >= 2 dims: matrices and embeddings
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     grad_clip: float = 1.0  # global L2 norm; 0 disables
-    max_steps: Optional[int] = None  # optimizer steps; or
-    epochs: Optional[float] = None  # passes over the source (needs `steps_per_epoch`)
+    max_steps: int | None = None  # optimizer steps; or
+    epochs: float | None = None  # passes over the source (needs `steps_per_epoch`)
     grad_accum: int = 1  # micro-batches per optimizer step (per process)
     eval_every: int = 500
     save_every: int = 500
@@ -75,7 +76,9 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule={self.schedule!r} must be one of {', '.join(SCHEDULES)}")
         if self.precision not in PRECISIONS:
-            problems.append(f"precision={self.precision!r} must be one of {', '.join(PRECISIONS)} (fp16 is not offered)")
+            problems.append(
+                f"precision={self.precision!r} must be one of {', '.join(PRECISIONS)} (fp16 is not offered)"
+            )
         if self.warmup_steps is not None and self.warmup_steps < 0:
             problems.append(f"warmup_steps={self.warmup_steps!r} must be >= 0")
         if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
@@ -102,7 +105,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a dict, naming any unknown key (a typo in a config file) in the error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
@@ -115,7 +118,7 @@ class TrainConfig:
 class BatchSource(Protocol):
     """Where the Trainer pulls micro-batches from; `state_dict` must pin the position so a resume continues exactly."""
 
-    steps_per_epoch: Optional[int]  # micro-batches per epoch for this process (None: infinite sampler)
+    steps_per_epoch: int | None  # micro-batches per epoch for this process (None: infinite sampler)
 
     def next_batch(self) -> dict[str, torch.Tensor]: ...
 
@@ -170,7 +173,7 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device` (None = plain fp32)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; use one of {', '.join(PRECISIONS)}.")
@@ -214,7 +217,7 @@ def dist_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def find_latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
+def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The highest-step complete checkpoint under `run_dir/checkpoints` (temp dirs of interrupted saves ignored)."""
     ckpts = sorted(_complete_checkpoints(Path(run_dir) / "checkpoints"), key=lambda p: p.name)
     return ckpts[-1] if ckpts else None
@@ -237,12 +240,12 @@ class Trainer:
         train_source: BatchSource,
         out_dir: str | Path,
         *,
-        loss_fn: Optional[LossFn] = None,
-        evaluate_fn: Optional[Callable[[GPT], dict[str, float]]] = None,
-        on_eval: Optional[Callable[["Trainer", dict], None]] = None,
+        loss_fn: LossFn | None = None,
+        evaluate_fn: Callable[[GPT], dict[str, float]] | None = None,
+        on_eval: Callable[[Trainer, dict], None] | None = None,
         tokenizer=None,
-        run_config: Optional[dict] = None,
-        plateau_guard: Optional[PlateauGuard] = None,
+        run_config: dict | None = None,
+        plateau_guard: PlateauGuard | None = None,
     ) -> None:
         self.model = model
         self.plateau_guard = plateau_guard  # warns once if the LM loss sits at its data's unigram entropy
@@ -259,7 +262,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.step = 0  # optimizer updates done
         self.tokens_seen = 0  # input tokens consumed, all processes together
-        self.best: Optional[float] = None
+        self.best: float | None = None
         self.last_metrics: dict[str, float] = {}
         self.total_steps = self._total_steps()
         warm = config.warmup_steps or 0
@@ -331,7 +334,7 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     # ---- the loop ----------------------------------------------------------------------------------------------
-    def fit(self, resume: Optional[str] = None) -> dict:
+    def fit(self, resume: str | None = None) -> dict:
         """Train to `max_steps`/`epochs`; `resume` = None (fresh), "auto" (latest checkpoint if any) or a path."""
         if not self._setup_done:
             self._setup()
@@ -380,7 +383,9 @@ class Trainer:
                     if self.is_main:
                         self.metrics.append(row)
                     if bar is not None:
-                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
+                        bar.set_postfix(
+                            loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}"
+                        )
                     self._check_plateau(row["loss"])
                     interval_losses.clear()
                     interval_tokens, interval_time = 0, 0.0
@@ -413,8 +418,15 @@ class Trainer:
                 self._owns_process_group = False
         if self.is_main and self.evaluate_fn is None:
             self._plot()
-        return {**self.last_metrics, "step": self.step, "tokens": self.tokens_seen, "best": self.best,
-                "interrupted": interrupted, "run_dir": str(self.out_dir), "warnings": list(self.warnings)}  # fmt: skip
+        return {
+            **self.last_metrics,
+            "step": self.step,
+            "tokens": self.tokens_seen,
+            "best": self.best,
+            "interrupted": interrupted,
+            "run_dir": str(self.out_dir),
+            "warnings": list(self.warnings),
+        }
 
     def _train_step(self) -> tuple[torch.Tensor, int]:
         """One optimizer update over `grad_accum` micro-batches, averaging the loss over every token (all ranks)."""
@@ -459,8 +471,9 @@ class Trainer:
         if self.config.grad_clip > 0:
             finite &= torch.isfinite(norm)
         if not bool(finite):
-            raise diverged(float(loss_sum / max(n_global, 1.0)), self.step + 1, self.optimizer.param_groups[0]["lr"],
-                           self.out_dir)  # fmt: skip
+            raise diverged(
+                float(loss_sum / max(n_global, 1.0)), self.step + 1, self.optimizer.param_groups[0]["lr"], self.out_dir
+            )
         torch._foreach_mul_(grads, scale)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -479,8 +492,13 @@ class Trainer:
                 tqdm.write(message)
 
     def _log_row(self, loss: float, tokens_per_s: float) -> dict[str, Any]:
-        return {"step": self.step, "loss": loss, "lr": self._lr_of_last_update(), "tokens_per_s": tokens_per_s,
-                "tokens": self.tokens_seen}  # fmt: skip
+        return {
+            "step": self.step,
+            "loss": loss,
+            "lr": self._lr_of_last_update(),
+            "tokens_per_s": tokens_per_s,
+            "tokens": self.tokens_seen,
+        }
 
     def _lr_of_last_update(self) -> float:
         return self.config.lr * lr_multiplier(self.step - 1, self.total_steps, self.warmup, self.config.schedule)
@@ -516,8 +534,14 @@ class Trainer:
         if improved:
             self.best = value  # on every rank, so their bookkeeping stays identical
         if self.is_main:
-            self.metrics.append({**{k: self.last_metrics.get(k) for k in ("loss", "lr", "tokens_per_s")},
-                                 "step": self.step, "tokens": self.tokens_seen, **metrics})  # fmt: skip
+            self.metrics.append(
+                {
+                    **{k: self.last_metrics.get(k) for k in ("loss", "lr", "tokens_per_s")},
+                    "step": self.step,
+                    "tokens": self.tokens_seen,
+                    **metrics,
+                }
+            )
             self._plot()
             if improved:
                 self._save_best(metrics)
@@ -537,7 +561,7 @@ class Trainer:
             print(f"warning: could not draw loss.png ({type(e).__name__}: {e})", flush=True)
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
-    def save_checkpoint(self, gather_rng: bool = True) -> Optional[Path]:
+    def save_checkpoint(self, gather_rng: bool = True) -> Path | None:
         """Write `checkpoints/step_XXXXXXX` atomically (temp dir + rename), prune to `keep_last`, refresh top-level weights."""
         rng = _rng_state()
         rngs = [rng]
@@ -558,16 +582,25 @@ class Trainer:
         tmp.mkdir()
         save_model(self.model, tmp)
         torch.save(
-            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-             "torch_rng": [r["torch"] for r in rngs], "cuda_rng": [r["cuda"] for r in rngs]},
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "torch_rng": [r["torch"] for r in rngs],
+                "cuda_rng": [r["cuda"] for r in rngs],
+            },
             tmp / "trainer_state.pt",
-        )  # fmt: skip
+        )
         state = {
-            "step": self.step, "tokens_seen": self.tokens_seen, "best": self.best, "total_steps": self.total_steps,
-            "world_size": self.world_size, "data": self.source.state_dict(),
-            "numpy_rng": [r["numpy"] for r in rngs], "python_rng": [r["python"] for r in rngs],
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "best": self.best,
+            "total_steps": self.total_steps,
+            "world_size": self.world_size,
+            "data": self.source.state_dict(),
+            "numpy_rng": [r["numpy"] for r in rngs],
+            "python_rng": [r["python"] for r in rngs],
             "last_metrics": self.last_metrics,
-        }  # fmt: skip
+        }
         # trainer_state.json is written last: a checkpoint dir without it is incomplete and never resumed from.
         _write_json(tmp / "trainer_state.json", state)
         if final.exists():  # re-saving the same step (e.g. interrupted right after a save)
@@ -599,7 +632,7 @@ class Trainer:
         os.rename(tmp, best)
         shutil.rmtree(old, ignore_errors=True)
 
-    def _resolve_resume(self, resume: Optional[str]) -> Optional[Path]:
+    def _resolve_resume(self, resume: str | None) -> Path | None:
         if resume is None:
             return None
         if resume == "auto":
@@ -609,7 +642,9 @@ class Trainer:
             return path
         latest = find_latest_checkpoint(path) if path.is_dir() else None
         if latest is None:
-            raise FileNotFoundError(f"{resume}: not a checkpoint dir (no trainer_state.json) nor a run dir with checkpoints.")
+            raise FileNotFoundError(
+                f"{resume}: not a checkpoint dir (no trainer_state.json) nor a run dir with checkpoints."
+            )
         return latest
 
     def _load_checkpoint(self, ckpt: Path) -> None:
@@ -621,8 +656,11 @@ class Trainer:
         self.optimizer.load_state_dict(tensors["optimizer"])
         self.scheduler.load_state_dict(tensors["scheduler"])
         if state["total_steps"] != self.total_steps:
-            print(f"note: the checkpoint planned {state['total_steps']} steps, this run {self.total_steps}; "
-                  "the lr schedule follows this run's.", flush=True)  # fmt: skip
+            print(
+                f"note: the checkpoint planned {state['total_steps']} steps, this run {self.total_steps}; "
+                "the lr schedule follows this run's.",
+                flush=True,
+            )
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
         self.best = state.get("best")
@@ -631,8 +669,14 @@ class Trainer:
         saved_world = int(state.get("world_size", 1))
         if saved_world == self.world_size and len(state["numpy_rng"]) == self.world_size:
             r = self.rank
-            _set_rng_state({"torch": tensors["torch_rng"][r], "cuda": tensors["cuda_rng"][r],
-                            "numpy": state["numpy_rng"][r], "python": state["python_rng"][r]})  # fmt: skip
+            _set_rng_state(
+                {
+                    "torch": tensors["torch_rng"][r],
+                    "cuda": tensors["cuda_rng"][r],
+                    "numpy": state["numpy_rng"][r],
+                    "python": state["python_rng"][r],
+                }
+            )
         else:  # a different number of processes: data position is exact, dropout masks are re-seeded
             self._seed(self.config.seed + self.rank + 7919 * self.step)
         if self.is_main:
@@ -653,9 +697,16 @@ class Trainer:
         _set_rng_state(snap["rng"])
 
     def _write_run_config(self) -> None:
-        _write_json(self.out_dir / "run_config.json", {**self.run_config, "train": self.config.to_dict(),
-                                                        "world_size": self.world_size, "total_steps": self.total_steps,
-                                                        "warmup_steps_resolved": self.warmup})  # fmt: skip
+        _write_json(
+            self.out_dir / "run_config.json",
+            {
+                **self.run_config,
+                "train": self.config.to_dict(),
+                "world_size": self.world_size,
+                "total_steps": self.total_steps,
+                "warmup_steps_resolved": self.warmup,
+            },
+        )
 
 
 def _zero_loss(model: nn.Module) -> torch.Tensor:

@@ -14,8 +14,9 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ def prepare_corpus(
     split: str = "train",
     progress: bool = True,
     force: bool = False,
-    vocab_size: Optional[int] = None,
+    vocab_size: int | None = None,
 ) -> dict[str, Any]:
     """Tokenize `sources` into `out_dir/{train,val}.bin` + `meta.json` (+ the tokenizer, with `<|endoftext|>` added).
 
@@ -119,13 +120,21 @@ def prepare_corpus(
     out = Path(out_dir)
     existing = read_meta(out) if (out / META_FILE).exists() else None
     if vocab_size is not None:
-        tokenizer = _learned_tokenizer(sources, out, existing, vocab_size, described, text_column, split, num_proc,
-                                       progress, force)  # fmt: skip
+        tokenizer = _learned_tokenizer(
+            sources, out, existing, vocab_size, described, text_column, split, num_proc, progress, force
+        )
     tokenizer = _as_tokenizer(tokenizer)
     (eot_id,) = tokenizer.add_special_tokens([EOT_TOKEN])
     dtype = "uint16" if len(tokenizer) <= 1 << 16 else "uint32"
-    settings = {"tokenizer_fingerprint": tokenizer.fingerprint(), "text_column": text_column, "split": split,
-                "val_fraction": val_fraction, "seed": seed, "sources": described, "learned_vocab_size": vocab_size}  # fmt: skip
+    settings = {
+        "tokenizer_fingerprint": tokenizer.fingerprint(),
+        "text_column": text_column,
+        "split": split,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "sources": described,
+        "learned_vocab_size": vocab_size,
+    }
     if existing is not None and not force and all(existing.get(k) == v for k, v in settings.items()):
         if _shards_intact(out, existing):
             if progress:
@@ -166,33 +175,62 @@ def prepare_corpus(
         os.replace(tmp[s], out / f"{s}.bin")
     tokenizer.save_pretrained(out)
     entropy = unigram_entropy(np.memmap(out / "train.bin", dtype=dtype, mode="r")) if counts["train"] else None
-    meta = {"format": FORMAT, "dtype": dtype, "train_tokens": counts["train"], "val_tokens": counts["val"],
-            "documents": n_docs, "pieces": n_pieces, "eot_token": EOT_TOKEN, "eot_id": eot_id,
-            "vocab_size": len(tokenizer), "unigram_entropy": entropy, "seconds": round(time.time() - t0, 2),
-            **settings}  # fmt: skip
+    meta = {
+        "format": FORMAT,
+        "dtype": dtype,
+        "train_tokens": counts["train"],
+        "val_tokens": counts["val"],
+        "documents": n_docs,
+        "pieces": n_pieces,
+        "eot_token": EOT_TOKEN,
+        "eot_id": eot_id,
+        "vocab_size": len(tokenizer),
+        "unigram_entropy": entropy,
+        "seconds": round(time.time() - t0, 2),
+        **settings,
+    }
     _write_json(out / META_FILE, meta)  # written last: shards without a meta.json are never reused
     if progress:
-        print(f"wrote {out}: {counts['train']:,} train + {counts['val']:,} val tokens from {n_docs:,} documents "
-              f"in {meta['seconds']:.1f}s", flush=True)  # fmt: skip
+        print(
+            f"wrote {out}: {counts['train']:,} train + {counts['val']:,} val tokens from {n_docs:,} documents "
+            f"in {meta['seconds']:.1f}s",
+            flush=True,
+        )
     return meta
 
 
-def _learned_tokenizer(sources, out: Path, existing: Optional[dict], vocab_size: int, described, text_column: str,
-                       split: str, num_proc: int, progress: bool, force: bool):
+def _learned_tokenizer(
+    sources,
+    out: Path,
+    existing: dict | None,
+    vocab_size: int,
+    described,
+    text_column: str,
+    split: str,
+    num_proc: int,
+    progress: bool,
+    force: bool,
+):
     """The BPE learned on `sources` for `prepare_corpus(vocab_size=...)`: the one saved in `out` when it was learned
     from the same files with the same size, else a new one (deterministic, so relearning gives the same files)."""
     from ..bpe_training import check_vocab_size, train_tokenizer
     from ..tokenizer import Tokenizer
 
     check_vocab_size(vocab_size)  # before the documents are read
-    same = existing is not None and existing.get("learned_vocab_size") == vocab_size and existing.get("sources") == described
+    same = (
+        existing is not None
+        and existing.get("learned_vocab_size") == vocab_size
+        and existing.get("sources") == described
+    )
     if same and not force and (out / "vocab.json").is_file():
         return Tokenizer.from_pretrained(out)
     t0 = time.time()
     texts = list(iter_documents(sources, text_column, split))
     tokenizer = train_tokenizer(texts, vocab_size, num_proc=num_proc, progress=progress)
     if progress:
-        print(f"learned a {len(tokenizer):,}-entry BPE on {len(texts):,} documents in {time.time() - t0:.1f}s", flush=True)
+        print(
+            f"learned a {len(tokenizer):,}-entry BPE on {len(texts):,} documents in {time.time() - t0:.1f}s", flush=True
+        )
     return tokenizer
 
 
@@ -270,8 +308,10 @@ def is_prepared_corpus(path: str | Path) -> bool:
 
 def _shards_intact(out: Path, meta: dict) -> bool:
     size = np.dtype(meta["dtype"]).itemsize
-    return all((out / f"{s}.bin").exists() and (out / f"{s}.bin").stat().st_size == meta[f"{s}_tokens"] * size
-               for s in ("train", "val"))  # fmt: skip
+    return all(
+        (out / f"{s}.bin").exists() and (out / f"{s}.bin").stat().st_size == meta[f"{s}_tokens"] * size
+        for s in ("train", "val")
+    )
 
 
 def load_tokens(corpus_dir: str | Path, split: str = "train") -> np.memmap:
@@ -303,8 +343,8 @@ class BlockSampler:
         batch_size: int,
         *,
         seed: int = 1234,
-        rank: Optional[int] = None,
-        world_size: Optional[int] = None,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         if isinstance(tokens, (str, Path)):
             tokens = load_tokens(tokens, "train")
@@ -329,7 +369,7 @@ class BlockSampler:
         self.n_blocks = (n - self.max_phase) // block_size
         self.steps_per_epoch = max(1, self.n_blocks // (self.world_size * batch_size))
         self.micro_batches = 0  # this process's micro-batches drawn so far
-        self._epoch: Optional[int] = None
+        self._epoch: int | None = None
         self._phase, self._perm = 0, np.arange(0)
 
     def _epoch_order(self, epoch: int) -> tuple[int, np.ndarray]:
@@ -362,11 +402,17 @@ class BlockSampler:
 
     def state_dict(self) -> dict:
         # Samples drawn by all processes together: valid for every rank, and for a resume on another world size.
-        return {"samples": self.micro_batches * self.world_size * self.batch_size, "seed": self.seed,
-                "block_size": self.block_size, "n_tokens": int(len(self.tokens))}  # fmt: skip
+        return {
+            "samples": self.micro_batches * self.world_size * self.batch_size,
+            "seed": self.seed,
+            "block_size": self.block_size,
+            "n_tokens": int(len(self.tokens)),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("block_size", self.block_size) != self.block_size or state.get("n_tokens", len(self.tokens)) != len(self.tokens):
+        if state.get("block_size", self.block_size) != self.block_size or state.get(
+            "n_tokens", len(self.tokens)
+        ) != len(self.tokens):
             raise ValueError(
                 f"The checkpoint's data position is for blocks of {state.get('block_size')} tokens over "
                 f"{state.get('n_tokens')} tokens, but this corpus gives blocks of {self.block_size} over "
@@ -378,7 +424,7 @@ class BlockSampler:
         self.micro_batches = -(-int(state["samples"]) // per_micro)  # round up: never repeat a block
 
 
-def val_batches(tokens: np.ndarray, block_size: int, batch_size: int, max_blocks: Optional[int] = None) -> list[dict]:
+def val_batches(tokens: np.ndarray, block_size: int, batch_size: int, max_blocks: int | None = None) -> list[dict]:
     """Evaluation batches: non-overlapping blocks over the whole `tokens` (evenly spaced when capped at `max_blocks`).
 
     A validation shard shorter than one block is evaluated as a single shorter block.
@@ -394,7 +440,9 @@ def val_batches(tokens: np.ndarray, block_size: int, batch_size: int, max_blocks
         starts = starts[np.linspace(0, len(starts) - 1, max_blocks).round().astype(int)]
     out = []
     for i in range(0, len(starts), batch_size):
-        x = torch.from_numpy(np.stack([tokens[s : s + block_size] for s in starts[i : i + batch_size]]).astype(np.int64))
+        x = torch.from_numpy(
+            np.stack([tokens[s : s + block_size] for s in starts[i : i + batch_size]]).astype(np.int64)
+        )
         out.append({"input_ids": x, "labels": x})
     return out
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 # File suffix → the `datasets` builder that reads it.
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
@@ -88,7 +89,7 @@ def _quiet_datasets(total_bytes: int):
             ds_logging.enable_progress_bar()
 
 
-def diagnose_files(files: Sequence[Path], kind: str) -> Optional[str]:
+def diagnose_files(files: Sequence[Path], kind: str) -> str | None:
     """What is wrong with the first unusable file ("empty", "not UTF-8 ...", "a header but no rows"), or None."""
     for f in files:
         if f.stat().st_size == 0:
@@ -105,7 +106,7 @@ def diagnose_files(files: Sequence[Path], kind: str) -> Optional[str]:
     return None
 
 
-def utf8_problem(path: Path) -> Optional[str]:
+def utf8_problem(path: Path) -> str | None:
     """None if `path` is valid UTF-8, else where it is not, e.g. "not UTF-8 (byte 0xe9 at offset 3)"."""
     data = Path(path).read_bytes()
     try:
@@ -130,8 +131,9 @@ def read_text_file(path: str | Path, what: str = "") -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{name}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); convert it to UTF-8 "
-                         f"first.") from None  # fmt: skip
+        raise ValueError(
+            f"{name}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); convert it to UTF-8 first."
+        ) from None
 
 
 def require_column(dataset, column: str, source: str | Path = "the data") -> None:

@@ -16,9 +16,10 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -37,8 +38,8 @@ class TaskSpec:
     num_labels: int  # head outputs: classes; 1 for a regression (STS-B) and for multiple choice (a score per choice)
     metrics: tuple[str, ...] = ("accuracy",)
     main_metric: str = "accuracy"  # the best checkpoint is chosen by this
-    label_names: Optional[tuple[str, ...]] = None  # string labels in id order
-    hub: Optional[tuple[str, ...]] = None  # datasets.load_dataset(*hub) when no local data is given
+    label_names: tuple[str, ...] | None = None  # string labels in id order
+    hub: tuple[str, ...] | None = None  # datasets.load_dataset(*hub) when no local data is given
     files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # split -> file names looked for in a folder
 
     @property
@@ -51,36 +52,84 @@ _NLI = ("entailment", "neutral", "contradiction")
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in [
-        TaskSpec("rocstories", "multiple_choice", 1,
-                 files={"train": ("cloze_test_val__spring2016.csv",), "test": ("cloze_test_test__spring2016.csv",)}),
+        TaskSpec(
+            "rocstories",
+            "multiple_choice",
+            1,
+            files={"train": ("cloze_test_val__spring2016.csv",), "test": ("cloze_test_test__spring2016.csv",)},
+        ),
         TaskSpec("sst2", "classification", 2, hub=("glue", "sst2"), files=_GLUE_FILES),
         TaskSpec("cola", "classification", 2, ("mcc", "accuracy"), "mcc", hub=("glue", "cola"), files=_GLUE_FILES),
         TaskSpec("mrpc", "similarity", 2, ("f1", "accuracy"), "f1", hub=("glue", "mrpc"), files=_GLUE_FILES),
         TaskSpec("qqp", "similarity", 2, ("f1", "accuracy"), "f1", hub=("glue", "qqp"), files=_GLUE_FILES),
         TaskSpec("stsb", "similarity", 1, ("pearson", "spearman"), "pearson", hub=("glue", "stsb"), files=_GLUE_FILES),
-        TaskSpec("rte", "entailment", 2, label_names=("entailment", "not_entailment"), hub=("glue", "rte"),
-                 files=_GLUE_FILES),
-        TaskSpec("qnli", "entailment", 2, label_names=("entailment", "not_entailment"), hub=("glue", "qnli"),
-                 files=_GLUE_FILES),
-        TaskSpec("mnli", "entailment", 3, label_names=_NLI, hub=("glue", "mnli"),
-                 files={"train": ("train.tsv",), "validation": ("dev_matched.tsv",),
-                        "validation_mismatched": ("dev_mismatched.tsv",), "test": ("test_matched.tsv",)}),
-        TaskSpec("snli", "entailment", 3, label_names=_NLI, hub=("stanfordnlp/snli",),
-                 files={"train": ("train.tsv", "snli_1.0_train.txt", "snli_1.0_train.jsonl"),
-                        "validation": ("validation.tsv", "dev.tsv", "snli_1.0_dev.txt", "snli_1.0_dev.jsonl"),
-                        "test": ("test.tsv", "snli_1.0_test.txt", "snli_1.0_test.jsonl")}),
-        TaskSpec("scitail", "entailment", 2, label_names=("entails", "neutral"), hub=("allenai/scitail", "tsv_format"),
-                 files={"train": ("scitail_1.0_train.tsv", "train.tsv"), "validation": ("scitail_1.0_dev.tsv", "dev.tsv"),
-                        "test": ("scitail_1.0_test.tsv", "test.tsv")}),
-        TaskSpec("race", "multiple_choice", 1, hub=("ehovy/race", "all"),
-                 files={"train": ("train",), "validation": ("dev",), "test": ("test",)}),
+        TaskSpec(
+            "rte", "entailment", 2, label_names=("entailment", "not_entailment"), hub=("glue", "rte"), files=_GLUE_FILES
+        ),
+        TaskSpec(
+            "qnli",
+            "entailment",
+            2,
+            label_names=("entailment", "not_entailment"),
+            hub=("glue", "qnli"),
+            files=_GLUE_FILES,
+        ),
+        TaskSpec(
+            "mnli",
+            "entailment",
+            3,
+            label_names=_NLI,
+            hub=("glue", "mnli"),
+            files={
+                "train": ("train.tsv",),
+                "validation": ("dev_matched.tsv",),
+                "validation_mismatched": ("dev_mismatched.tsv",),
+                "test": ("test_matched.tsv",),
+            },
+        ),
+        TaskSpec(
+            "snli",
+            "entailment",
+            3,
+            label_names=_NLI,
+            hub=("stanfordnlp/snli",),
+            files={
+                "train": ("train.tsv", "snli_1.0_train.txt", "snli_1.0_train.jsonl"),
+                "validation": ("validation.tsv", "dev.tsv", "snli_1.0_dev.txt", "snli_1.0_dev.jsonl"),
+                "test": ("test.tsv", "snli_1.0_test.txt", "snli_1.0_test.jsonl"),
+            },
+        ),
+        TaskSpec(
+            "scitail",
+            "entailment",
+            2,
+            label_names=("entails", "neutral"),
+            hub=("allenai/scitail", "tsv_format"),
+            files={
+                "train": ("scitail_1.0_train.tsv", "train.tsv"),
+                "validation": ("scitail_1.0_dev.tsv", "dev.tsv"),
+                "test": ("scitail_1.0_test.tsv", "test.tsv"),
+            },
+        ),
+        TaskSpec(
+            "race",
+            "multiple_choice",
+            1,
+            hub=("ehovy/race", "all"),
+            files={"train": ("train",), "validation": ("dev",), "test": ("test",)},
+        ),
     ]
-}  # fmt: skip
-GENERIC_TASKS = {"classification": "classification", "entailment": "entailment", "similarity": "similarity",
-                 "multiple-choice": "multiple_choice", "multiple_choice": "multiple_choice"}  # fmt: skip
+}
+GENERIC_TASKS = {
+    "classification": "classification",
+    "entailment": "entailment",
+    "similarity": "similarity",
+    "multiple-choice": "multiple_choice",
+    "multiple_choice": "multiple_choice",
+}
 
 
-def get_task(name: str, num_labels: Optional[int] = None, label_names: Optional[Sequence[str]] = None) -> TaskSpec:
+def get_task(name: str, num_labels: int | None = None, label_names: Sequence[str] | None = None) -> TaskSpec:
     """The spec of a named task, or of a generic form (`classification`, `entailment`, `similarity`, `multiple-choice`)."""
     if name in TASKS:
         return TASKS[name]
@@ -133,9 +182,12 @@ def similarity_ids(a: Sequence[int], b: Sequence[int], sp: SpecialIds, n_positio
 
 
 def multiple_choice_ids(
-    context: Sequence[int], choices: Sequence[Sequence[int]], sp: SpecialIds, n_positions: int,
+    context: Sequence[int],
+    choices: Sequence[Sequence[int]],
+    sp: SpecialIds,
+    n_positions: int,
     question: Sequence[int] = (),
-) -> list[list[int]]:  # fmt: skip
+) -> list[list[int]]:
     """`[start] context question [delim] answer_k [extract]` for each answer, each side cut to `n_positions // 2 - 2`.
 
     A question (RACE) is kept whole at the end of the context; the document before it is cut to make room, so the
@@ -159,19 +211,28 @@ class TaskData:
     def __len__(self) -> int:
         return len(self.sequences)
 
-    def subset(self, index: Sequence[int]) -> "TaskData":
+    def subset(self, index: Sequence[int]) -> TaskData:
         return TaskData(self.spec, [self.sequences[i] for i in index], self.targets[np.asarray(index, dtype=np.int64)])
 
 
 def encode_examples(
-    examples: Sequence[dict], spec: TaskSpec, tokenizer, sp: SpecialIds, n_positions: int,
-    num_proc: int = 1, progress: bool = False,
-) -> TaskData:  # fmt: skip
+    examples: Sequence[dict],
+    spec: TaskSpec,
+    tokenizer,
+    sp: SpecialIds,
+    n_positions: int,
+    num_proc: int = 1,
+    progress: bool = False,
+) -> TaskData:
     """Tokenize every text field once (repeated premises and contexts are encoded once) and apply the transformation."""
     if not examples:
         raise ValueError(f"Task {spec.name!r}: no examples to encode.")
-    fields = {"classification": ("text",), "entailment": ("premise", "hypothesis"), "similarity": ("a", "b"),
-              "multiple_choice": ("context", "question")}[spec.kind]  # fmt: skip
+    fields = {
+        "classification": ("text",),
+        "entailment": ("premise", "hypothesis"),
+        "similarity": ("a", "b"),
+        "multiple_choice": ("context", "question"),
+    }[spec.kind]
     texts: dict[str, int] = {}
     for ex in examples:
         for f in fields:
@@ -189,12 +250,17 @@ def encode_examples(
         elif spec.kind == "similarity":
             seqs.append(similarity_ids(tok[ex["a"]], tok[ex["b"]], sp, n_positions))
         else:
-            seqs.append(multiple_choice_ids(tok[ex["context"]], [tok[c] for c in ex["choices"]], sp, n_positions,
-                                            tok[ex.get("question") or ""]))  # fmt: skip
+            seqs.append(
+                multiple_choice_ids(
+                    tok[ex["context"]], [tok[c] for c in ex["choices"]], sp, n_positions, tok[ex.get("question") or ""]
+                )
+            )
     n_choices = {len(s) for s in seqs}
     if len(n_choices) > 1:
-        raise ValueError(f"Task {spec.name!r}: examples have different numbers of choices {sorted(n_choices)}; "
-                         "multiple choice needs the same number for every example.")  # fmt: skip
+        raise ValueError(
+            f"Task {spec.name!r}: examples have different numbers of choices {sorted(n_choices)}; "
+            "multiple choice needs the same number for every example."
+        )
     labels = [ex.get("label") for ex in examples]
     dtype = np.float32 if spec.regression else np.int64
     targets = np.asarray([(-1 if v is None else v) for v in labels], dtype=dtype)
@@ -231,12 +297,14 @@ class TaskBatchSource:
         self.data, self.batch_size, self.seed, self.shuffle = data, batch_size, seed, shuffle
         self.steps_per_epoch = math.ceil(len(data) / batch_size)
         self.epoch, self.index = 0, 0
-        self._order: Optional[np.ndarray] = None
+        self._order: np.ndarray | None = None
 
     def _epoch_order(self) -> np.ndarray:
         if self._order is None:
             n = len(self.data)
-            self._order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+            self._order = (
+                np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+            )
         return self._order
 
     def next_batch(self) -> dict[str, torch.Tensor]:
@@ -252,9 +320,16 @@ class TaskBatchSource:
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("n", len(self.data)) != len(self.data):
-            raise ValueError(f"The checkpoint's data had {state['n']} examples, this run's has {len(self.data)}; "
-                             "resume with the same data.")  # fmt: skip
-        self.epoch, self.index, self.seed, self._order = int(state["epoch"]), int(state["index"]), int(state["seed"]), None
+            raise ValueError(
+                f"The checkpoint's data had {state['n']} examples, this run's has {len(self.data)}; "
+                "resume with the same data."
+            )
+        self.epoch, self.index, self.seed, self._order = (
+            int(state["epoch"]),
+            int(state["index"]),
+            int(state["seed"]),
+            None,
+        )
 
 
 def eval_batches(data: TaskData, batch_size: int) -> Iterable[tuple[np.ndarray, dict[str, torch.Tensor]]]:
@@ -275,7 +350,7 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 
 # ---- readers -----------------------------------------------------------------------------------------------------
-def _label(value: Any, names: Optional[Sequence[str]], where: str) -> Optional[int]:
+def _label(value: Any, names: Sequence[str] | None, where: str) -> int | None:
     """An integer class id from an int, an int-like string, or one of `names`; None for GLUE/SNLI's unlabelled rows."""
     if value is None or value in ("", "-", -1, "-1"):
         return None
@@ -291,7 +366,7 @@ def _label(value: Any, names: Optional[Sequence[str]], where: str) -> Optional[i
         raise ValueError(f"{where}: label {value!r} is not {accepted}.") from None
 
 
-def _read_table(path: Path, fieldnames: Optional[Sequence[str]] = None) -> list[dict]:
+def _read_table(path: Path, fieldnames: Sequence[str] | None = None) -> list[dict]:
     """Rows of a TSV (quoting disabled: GLUE fields contain bare quotes), CSV, or JSON/JSONL file, as dicts."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
@@ -309,7 +384,9 @@ def _col(row: dict, names: Sequence[str], where: str) -> Any:
     for n in names:
         if n in row:
             return row[n]
-    raise ValueError(f"{where}: no column {' or '.join(map(repr, names))}; the columns are: {', '.join(map(repr, row))}.")
+    raise ValueError(
+        f"{where}: no column {' or '.join(map(repr, names))}; the columns are: {', '.join(map(repr, row))}."
+    )
 
 
 def _rows_to_examples(spec: TaskSpec, rows: Iterable[dict], where: str) -> list[dict]:
@@ -329,16 +406,23 @@ def _rows_to_examples(spec: TaskSpec, rows: Iterable[dict], where: str) -> list[
         elif spec.kind == "entailment":
             p = _col(row, ["premise", "sentence1", "question"], where)
             h = _col(row, ["hypothesis", "sentence2", "sentence"], where)
-            ex = {"premise": p, "hypothesis": h,
-                  "label": _label(_col(row, ["gold_label", "label"], where), names, where)}  # fmt: skip
+            ex = {
+                "premise": p,
+                "hypothesis": h,
+                "label": _label(_col(row, ["gold_label", "label"], where), names, where),
+            }
         elif n == "rocstories":
             ctx = " ".join(_col(row, [f"InputSentence{i}"], where) for i in range(1, 5))
             choices = [_col(row, ["RandomFifthSentenceQuiz1"], where), _col(row, ["RandomFifthSentenceQuiz2"], where)]
             raw = row.get("AnswerRightEnding")
             ex = {"context": ctx, "choices": choices, "label": None if raw in (None, "") else int(raw) - 1}
         elif n == "race":
-            ex = {"context": row["article"], "question": row["question"], "choices": list(row["options"]),
-                  "label": "ABCD".index(row["answer"]) if row.get("answer") else None}  # fmt: skip
+            ex = {
+                "context": row["article"],
+                "question": row["question"],
+                "choices": list(row["options"]),
+                "label": "ABCD".index(row["answer"]) if row.get("answer") else None,
+            }
         else:  # pragma: no cover - every named task is listed above
             raise AssertionError(n)
         if ex["label"] is not None or "label" not in row and "gold_label" not in row:
@@ -356,7 +440,7 @@ def _race_rows(folder: Path) -> list[dict]:
     return rows
 
 
-def _resolve_split_file(spec: TaskSpec, source: Path, split: str) -> Optional[Path]:
+def _resolve_split_file(spec: TaskSpec, source: Path, split: str) -> Path | None:
     """The file (or RACE folder) for `split` inside a task folder; None when the folder has no such split."""
     for name in spec.files.get(split, ()):
         if (source / name).exists():
@@ -365,11 +449,17 @@ def _resolve_split_file(spec: TaskSpec, source: Path, split: str) -> Optional[Pa
 
 
 def read_task(
-    task: str | TaskSpec, source: str | Path | None = None, split: str = "train", *,
-    text_column: str = "text", text_pair_column: str = "text_pair", context_column: str = "context",
-    question_column: Optional[str] = None, choice_columns: Optional[Sequence[str]] = None,
+    task: str | TaskSpec,
+    source: str | Path | None = None,
+    split: str = "train",
+    *,
+    text_column: str = "text",
+    text_pair_column: str = "text_pair",
+    context_column: str = "context",
+    question_column: str | None = None,
+    choice_columns: Sequence[str] | None = None,
     label_column: str = "label",
-) -> list[dict]:  # fmt: skip
+) -> list[dict]:
     """Examples of a task's split as dicts (`text` / `premise`+`hypothesis` / `a`+`b` / `context`+`choices`, and `label`).
 
     `source` is a file, a task folder (e.g. GLUE's `SST-2/` with train.tsv and dev.tsv), or, when None or not a
@@ -384,9 +474,12 @@ def read_task(
     if source is None:
         raise ValueError(f"Task {spec.name!r} needs data: give a CSV/TSV/JSON/Parquet file or folder, or a hub name.")
     ds = load_records(str(source), split=split)
-    cols = {"classification": [text_column], "entailment": [text_column, text_pair_column],
-            "similarity": [text_column, text_pair_column],
-            "multiple_choice": [context_column, *(choice_columns or ["choices"])]}[spec.kind]  # fmt: skip
+    cols = {
+        "classification": [text_column],
+        "entailment": [text_column, text_pair_column],
+        "similarity": [text_column, text_pair_column],
+        "multiple_choice": [context_column, *(choice_columns or ["choices"])],
+    }[spec.kind]
     for c in [*cols, *([question_column] if question_column else [])]:
         require_column(ds, c, source)
     has_label = label_column in ds.column_names
@@ -400,10 +493,16 @@ def read_task(
         elif spec.kind == "similarity":
             ex = {"a": row[text_column], "b": row[text_pair_column]}
         else:
-            choices = ([row[c] for c in choice_columns] if choice_columns and len(choice_columns) > 1
-                       else list(row[(choice_columns or ["choices"])[0]]))  # fmt: skip
-            ex = {"context": row[context_column], "question": row[question_column] if question_column else "",
-                  "choices": [str(c) for c in choices]}  # fmt: skip
+            choices = (
+                [row[c] for c in choice_columns]
+                if choice_columns and len(choice_columns) > 1
+                else list(row[(choice_columns or ["choices"])[0]])
+            )
+            ex = {
+                "context": row[context_column],
+                "question": row[question_column] if question_column else "",
+                "choices": [str(c) for c in choices],
+            }
         ex["label"] = label
         out.append(ex)
     return out
@@ -440,19 +539,23 @@ def _has_header(path: Path, column: str) -> bool:
         return column in f.readline().rstrip("\n").split("\t")
 
 
-def _read_hub(spec: TaskSpec, name: Optional[str], split: str) -> list[dict]:
+def _read_hub(spec: TaskSpec, name: str | None, split: str) -> list[dict]:
     import datasets
 
     if name is None and spec.hub is None:
-        raise ValueError(f"Task {spec.name!r} has no public hub dataset (Story Cloze is given on request): "
-                         "pass the CSV file with --data.")  # fmt: skip
+        raise ValueError(
+            f"Task {spec.name!r} has no public hub dataset (Story Cloze is given on request): "
+            "pass the CSV file with --data."
+        )
     args = (name,) if name else spec.hub
     hub_split = {"validation": "validation_matched"}.get(split, split) if spec.name == "mnli" else split
     try:
         ds = datasets.load_dataset(*args, split=hub_split)
     except Exception as e:
-        raise ValueError(f"Task {spec.name!r}: could not load the hub dataset {'/'.join(args)} split {hub_split!r} "
-                         f"({type(e).__name__}); pass local files with --data.") from e  # fmt: skip
+        raise ValueError(
+            f"Task {spec.name!r}: could not load the hub dataset {'/'.join(args)} split {hub_split!r} "
+            f"({type(e).__name__}); pass local files with --data."
+        ) from e
     return _rows_to_examples(spec, ds, "/".join(args))
 
 

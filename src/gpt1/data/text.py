@@ -13,8 +13,9 @@ function of the seed):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ EOS_TOKEN = "<|endoftext|>"  # the same string the pre-training corpus ends docu
 DEFAULT_TEMPLATE = "JOKE: {text}"
 
 
-def read_texts(source, text_column: Optional[str] = None, split: str = "train") -> list[str]:
+def read_texts(source, text_column: str | None = None, split: str = "train") -> list[str]:
     """The strings of column `text_column` (default "text") of a CSV/TSV/JSONL/text file, folder or `datasets` name."""
     from .readers import load_records, require_column
 
@@ -67,7 +68,7 @@ def tokenize_examples(
     texts: Sequence[str],
     eos_id: int,
     template: str = DEFAULT_TEMPLATE,
-    max_length: Optional[int] = None,
+    max_length: int | None = None,
     num_proc: int = 1,
     progress: bool = False,
 ) -> tuple[list[list[int]], int]:
@@ -129,7 +130,7 @@ class EpochPlanSource:
 
     epoch: int = 0
     position: int = 0
-    _plan: Optional[list] = None
+    _plan: list | None = None
 
     def _set_examples(self, examples: Sequence[Sequence[int]], batch_size: int) -> None:
         if batch_size < 1:
@@ -182,7 +183,7 @@ class DynamicPaddingSource(EpochPlanSource):
         n = len(self.examples)
         self.steps_per_epoch = n // batch_size if self.drop_last else math.ceil(n / batch_size)
         self.epoch, self.position = 0, 0
-        self._plan: Optional[list[list[int]]] = None
+        self._plan: list[list[int]] | None = None
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """The batches (lists of example indices) of `epoch`: a pure function of (seed, epoch)."""
@@ -192,7 +193,9 @@ class DynamicPaddingSource(EpochPlanSource):
         if self.bucket:
             pool = bs * self.pool_batches
             lengths = [len(e) for e in self.examples]
-            order = [i for s in range(0, len(order), pool) for i in sorted(order[s : s + pool], key=lengths.__getitem__)]
+            order = [
+                i for s in range(0, len(order), pool) for i in sorted(order[s : s + pool], key=lengths.__getitem__)
+            ]
         batches = [order[s : s + bs] for s in range(0, len(order), bs)]
         if self.drop_last and len(batches[-1]) < bs:
             batches.pop()
@@ -216,8 +219,11 @@ class FixedPaddingSource(DynamicPaddingSource):
         extra = self.max_len - batch["input_ids"].shape[1]
         if extra:
             pad = lambda t, v: torch.nn.functional.pad(t, (0, extra), value=v)  # noqa: E731
-            batch = {"input_ids": pad(batch["input_ids"], self.pad_id), "attention_mask": pad(batch["attention_mask"], 0),
-                     "labels": pad(batch["labels"], -100)}  # fmt: skip
+            batch = {
+                "input_ids": pad(batch["input_ids"], self.pad_id),
+                "attention_mask": pad(batch["attention_mask"], 0),
+                "labels": pad(batch["labels"], -100),
+            }
         return batch
 
 
@@ -262,19 +268,25 @@ def pack_rows(rows: Sequence[Sequence[Sequence[int]]], block_size: int, pad_id: 
             pos[r, at : at + n] = torch.arange(n)
             labels[r, at + 1 : at + n] = t[1:]  # the first token of an example has no context: not a target
             at += n
-    return {"input_ids": ids, "attention_mask": (seg > 0).long(), "labels": labels, "segment_ids": seg,
-            "position_ids": pos}  # fmt: skip
+    return {
+        "input_ids": ids,
+        "attention_mask": (seg > 0).long(),
+        "labels": labels,
+        "segment_ids": seg,
+        "position_ids": pos,
+    }
 
 
 class PackedSource(EpochPlanSource):
     """Rows of `block_size` tokens, each filled with whole shuffled examples (see `pack_rows`); endless, by epoch."""
 
-    def __init__(self, examples: Sequence[Sequence[int]], batch_size: int, block_size: int, seed: int = 1234,
-                 pad_id: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, examples: Sequence[Sequence[int]], batch_size: int, block_size: int, seed: int = 1234, pad_id: int = 0
+    ) -> None:
         self._set_examples(examples, batch_size)
         self.batch_size, self.block_size, self.seed, self.pad_id = batch_size, block_size, seed, pad_id
         self.epoch, self.position = 0, 0
-        self._plan: Optional[list[list[list[int]]]] = None
+        self._plan: list[list[list[int]]] | None = None
         self.steps_per_epoch = len(self.epoch_batches(0))
 
     def epoch_batches(self, epoch: int) -> list[list[list[int]]]:
