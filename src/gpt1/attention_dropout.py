@@ -18,7 +18,6 @@ sum_j dP_ij P_ij = dO_i . O_i, a (T x D) product instead of a (T x T) one.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 

@@ -3,8 +3,6 @@ this machine does not have is refused with one sentence instead of failing deep 
 
 from __future__ import annotations
 
-from typing import Optional
-
 
 def resolve_device(name: str | None) -> str:
     """A device string that works here: `name`, or for None / "auto" "cuda" when available, else "cpu"."""

@@ -8,7 +8,7 @@ decay to 0, classifier dropout 0.1, λ = 0.5, global gradient clipping 1.0, weig
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 

@@ -10,7 +10,6 @@ giving the index of each sequence's `[extract]` token. The final hidden state th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -14,7 +14,6 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
 from urllib.parse import urlparse
 
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")

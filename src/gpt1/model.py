@@ -8,7 +8,6 @@ stored as `nn.Linear` (out, in) and transposed from HF's `Conv1D` (in, out) layo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn as nn

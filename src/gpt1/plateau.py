@@ -10,7 +10,6 @@ of the run (the loss has left the plateau) or says what is likely wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 MARGIN = 0.1  # nats: a loss above (unigram entropy - MARGIN) has learned next to nothing from context
 

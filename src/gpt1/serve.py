@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from fastapi import FastAPI, Request

@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ESCALATE_AFTER_S = 10.0  # under DDP, a second signal this long after the first stops at once (a rank may be stuck)
 

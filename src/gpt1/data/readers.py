@@ -6,7 +6,6 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 # File suffix → the `datasets` builder that reads it.
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
