@@ -16,7 +16,7 @@ import torch
 
 from gpt1 import GPT, GPT1Config
 from gpt1.checkpoint import ours_to_hf
-from gpt1.heads import finetune_loss, multiple_choice_scores
+from gpt1.model.heads import finetune_loss, multiple_choice_scores
 
 
 def reference(model: GPT):

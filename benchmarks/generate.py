@@ -20,7 +20,7 @@ import torch
 
 from gpt1 import GPT, GPT1Config
 from gpt1.checkpoint import ours_to_hf
-from gpt1.model import KVCache
+from gpt1.model.gpt import KVCache
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

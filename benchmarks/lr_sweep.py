@@ -34,7 +34,7 @@ def run_one(
     evals: int = 4,
 ) -> dict:
     from gpt1.data.corpus import read_meta
-    from gpt1.pretrain import pretrain
+    from gpt1.recipes.pretrain import pretrain
 
     meta = read_meta(corpus)
     overrides = {"n_positions": context} if context else {}
@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--results", default="lr_sweep.jsonl", help="JSONL file the runs append to")
     args = ap.parse_args()
 
-    from gpt1.train import cpu_has_bf16
+    from gpt1.training.trainer import cpu_has_bf16
 
     print(f"CPU native bf16 (AVX-512 BF16 / AMX): {cpu_has_bf16()}", flush=True)
     path = Path(args.results)

@@ -12,7 +12,7 @@ import csv
 import time
 from pathlib import Path
 
-from gpt1.tokenizer import Tokenizer
+from gpt1.tokenizer.bpe import Tokenizer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

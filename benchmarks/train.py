@@ -32,11 +32,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gpt1 import GPT, GPT1Config  # noqa: E402
-from gpt1.allocator import keep_freed_memory  # noqa: E402
 from gpt1.checkpoint import ours_to_hf  # noqa: E402
 from gpt1.data.corpus import BlockSampler  # noqa: E402
-from gpt1.demo import DEMO_SIZES  # noqa: E402
-from gpt1.train import TrainConfig, Trainer, cpu_has_bf16, param_groups, resolve_precision  # noqa: E402
+from gpt1.kernels.cpu.allocator import keep_freed_memory  # noqa: E402
+from gpt1.recipes.demo import DEMO_SIZES  # noqa: E402
+from gpt1.training.trainer import TrainConfig, Trainer, cpu_has_bf16, param_groups, resolve_precision  # noqa: E402
 
 
 # ---- measuring ----------------------------------------------------------------------------------------------------

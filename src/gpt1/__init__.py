@@ -1,43 +1,39 @@
 """gpt1: GPT-1 (Radford et al., 2018) as fast, practical software."""
 
-from .config import PRESETS, GPT1Config
-from .model import GPT, GPTOutput, KVCache
+from gpt1.config import PRESETS, GPT1Config
+from gpt1.model.gpt import GPT, GPTOutput, KVCache
 
 __version__ = "0.1.0"
 
 # Names imported on first use, so `import gpt1` stays light for inference (spaCy, datasets, FastAPI load on demand).
 _LAZY = {
-    "Tokenizer": ".tokenizer",
-    "generate": ".generation",
-    "generate_text": ".generation",
-    "stream_text": ".generation",
-    "Decoder": ".generation",
-    "Trainer": ".train",
-    "TrainConfig": ".train",
-    "prepare_corpus": ".data.corpus",
-    "BlockSampler": ".data.corpus",
-    "finetune_lm": ".finetune_lm",
-    "demo": ".demo",
-    "train_tokenizer": ".bpe_training",
-    "classification_logits": ".heads",
-    "entailment_logits": ".heads",
-    "similarity_logits": ".heads",
-    "multiple_choice_scores": ".heads",
-    "create_app": ".serve",
+    "Tokenizer": "gpt1.tokenizer.bpe",
+    "generate": "gpt1.inference.generate",
+    "generate_text": "gpt1.inference.generate",
+    "stream_text": "gpt1.inference.generate",
+    "Decoder": "gpt1.inference.generate",
+    "Trainer": "gpt1.training.trainer",
+    "TrainConfig": "gpt1.training.trainer",
+    "prepare_corpus": "gpt1.data.corpus",
+    "BlockSampler": "gpt1.data.corpus",
+    "finetune": "gpt1.recipes.finetune",
+    "evaluate": "gpt1.recipes.finetune",
+    "finetune_lm": "gpt1.recipes.finetune_lm",
+    "demo": "gpt1.recipes.demo",
+    "train_tokenizer": "gpt1.tokenizer.learn_bpe",
+    "classification_logits": "gpt1.model.heads",
+    "entailment_logits": "gpt1.model.heads",
+    "similarity_logits": "gpt1.model.heads",
+    "multiple_choice_scores": "gpt1.model.heads",
+    "create_app": "gpt1.serving.app",
 }
 
-# `finetune` and `evaluate` are also the names of their modules: import the modules first, then bind the functions,
-# so that a later `import gpt1.evaluate` finds the module loaded and cannot replace the function attribute.
-from . import evaluate as _evaluate_module  # noqa: E402,F401
-from . import finetune as _finetune_module
-from .finetune import evaluate, finetune  # noqa: E402
-
-__all__ = ["GPT", "GPT1Config", "GPTOutput", "KVCache", "PRESETS", "evaluate", "finetune", *_LAZY]
+__all__ = ["GPT", "GPT1Config", "GPTOutput", "KVCache", "PRESETS", *_LAZY]
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'gpt1' has no attribute {name!r}")

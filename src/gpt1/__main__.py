@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from gpt1.cli.verbs import main
 
 sys.exit(main())

@@ -15,8 +15,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import GPT1Config
-from .model import GPT
+from gpt1.config import GPT1Config
+from gpt1.model.gpt import GPT
 
 HUB_ALLOW = ["config.json", "model.safetensors", "pytorch_model.bin", "vocab.json", "merges.txt", "*.json"]
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -59,7 +59,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         raise CheckpointError(f"{name}: no such directory, and not a hub id of the form 'owner/name'.")
     from huggingface_hub import snapshot_download
 
-    from .hub import HubUnavailable, fetch
+    from gpt1.hub import HubUnavailable, fetch
 
     try:
         return fetch(name, lambda local: snapshot_download(name, allow_patterns=HUB_ALLOW, local_files_only=local))
@@ -251,7 +251,7 @@ def convert_original(original_dir, out_dir) -> Path:
     model = load_model(original_dir)
     tokenizer = None
     if (Path(original_dir) / "encoder_bpe_40000.json").exists():
-        from .tokenizer import Tokenizer
+        from gpt1.tokenizer.bpe import Tokenizer
 
         tokenizer = Tokenizer.from_pretrained(original_dir)
     return save_model(model, out_dir, tokenizer=tokenizer)

@@ -33,7 +33,7 @@ _TRAILING_WS = re.compile(r"\s*")
 # ---- reading documents -------------------------------------------------------------------------------------
 def _describe_sources(sources: Sequence[str | Path]) -> tuple[list[dict[str, Any]], list[Path] | None]:
     """Each local file with its size and mtime (so a re-run can tell the input is unchanged), or the hub name."""
-    from .readers import expand_paths
+    from gpt1.data.readers import expand_paths
 
     local = [s for s in sources if Path(s).expanduser().exists()]
     if not local:
@@ -53,7 +53,7 @@ def iter_documents(sources: Sequence[str | Path], text_column: str = "text", spl
 
     Files are found and the column checked now, so bad input fails before any work starts.
     """
-    from .readers import load_records, require_column
+    from gpt1.data.readers import load_records, require_column
 
     _, files = _describe_sources(sources)
     if files is not None and all(f.suffix.lower() in _TEXT_SUFFIXES for f in files):
@@ -103,7 +103,7 @@ def prepare_corpus(
     """Tokenize `sources` into `out_dir/{train,val}.bin` + `meta.json` (+ the tokenizer, with `<|endoftext|>` added).
 
     With `vocab_size`, `tokenizer` must be None: a GPT-1-style BPE of that size is learned on the documents
-    (`gpt1.bpe_training`, deterministic) and saved beside the shards, so pre-training needs no vocabulary files.
+    (`gpt1.tokenizer.learn_bpe`, deterministic) and saved beside the shards, so pre-training needs no vocabulary files.
 
     Pieces of text (whole short documents, ~64 KB stretches of long ones) go to validation with probability
     `val_fraction`, at least one when there are two or more. Returns the meta dict; if `out_dir` already holds shards
@@ -213,8 +213,8 @@ def _learned_tokenizer(
 ):
     """The BPE learned on `sources` for `prepare_corpus(vocab_size=...)`: the one saved in `out` when it was learned
     from the same files with the same size, else a new one (deterministic, so relearning gives the same files)."""
-    from ..bpe_training import check_vocab_size, train_tokenizer
-    from ..tokenizer import Tokenizer
+    from gpt1.tokenizer.bpe import Tokenizer
+    from gpt1.tokenizer.learn_bpe import check_vocab_size, train_tokenizer
 
     check_vocab_size(vocab_size)  # before the documents are read
     same = (
@@ -281,7 +281,7 @@ def _newline_ids(tokenizer) -> list[int]:
 
 def _as_tokenizer(tokenizer):
     if isinstance(tokenizer, (str, Path)):
-        from ..tokenizer import Tokenizer
+        from gpt1.tokenizer.bpe import Tokenizer
 
         return Tokenizer.from_pretrained(tokenizer)
     return tokenizer
@@ -356,7 +356,7 @@ class BlockSampler:
                 f"The corpus holds {n:,} tokens, fewer than one block of {block_size} (n_positions); "
                 "give more text or use a model with a shorter context."
             )
-        from ..train import dist_env
+        from gpt1.training.trainer import dist_env
 
         env_rank, env_world, _ = dist_env()
         self.rank = env_rank if rank is None else rank

@@ -469,7 +469,7 @@ def read_task(
     spec = task if isinstance(task, TaskSpec) else get_task(task)
     if spec.name in TASKS:
         return _read_named(spec, source, split)
-    from .readers import load_records, require_column
+    from gpt1.data.readers import load_records, require_column
 
     if source is None:
         raise ValueError(f"Task {spec.name!r} needs data: give a CSV/TSV/JSON/Parquet file or folder, or a hub name.")

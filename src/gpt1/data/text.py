@@ -7,7 +7,7 @@ function of the seed):
   `pool_batches` batches, sorted by length inside a pool, then the batches shuffled), which removes most padding.
 - `PackedSource`: examples are packed whole into full blocks of `block_size` tokens; each row carries `segment_ids`
   (1, 2, ... per example, 0 on the tail padding) and `position_ids` restarting at 0 for every example, so a loss
-  that honours them (`gpt1.finetune_lm.packed_lm_loss`) keeps attention inside each example.
+  that honours them (`gpt1.recipes.finetune_lm.packed_lm_loss`) keeps attention inside each example.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ DEFAULT_TEMPLATE = "JOKE: {text}"
 
 def read_texts(source, text_column: str | None = None, split: str = "train") -> list[str]:
     """The strings of column `text_column` (default "text") of a CSV/TSV/JSONL/text file, folder or `datasets` name."""
-    from .readers import load_records, require_column
+    from gpt1.data.readers import load_records, require_column
 
     ds = load_records(source, split=split)
     column = text_column or "text"

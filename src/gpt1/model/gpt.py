@@ -1,0 +1,345 @@
+"""The GPT-1 network: causal self-attention (SDPA + KV cache), MLP, post-LN Block, and `GPT` with its tied LM head.
+
+Read top to bottom: `KVCache`, `CausalSelfAttention`, `MLP`, `Block`, `GPT`. Module and parameter names follow the
+original release / HF (`tokens_embed`, `h.0.attn.c_attn`, `ln_1` ...) so checkpoints map one-to-one; weights are
+stored as `nn.Linear` (out, in) and transposed from HF's `Conv1D` (in, out) layout by `checkpoint.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gpt1.config import GPT1Config
+from gpt1.kernels.cpu.attention import causal_attention_dropout
+from gpt1.kernels.cpu.dropout import Dropout
+from gpt1.kernels.cpu.lm_loss import lm_loss, shifted_lm_loss
+
+
+def activation(name: str):
+    """The MLP nonlinearity by the name a GPT-1 config uses; `gelu` is the original's tanh approximation."""
+    return {
+        "gelu": lambda x: F.gelu(x, approximate="tanh"),
+        "gelu_exact": F.gelu,
+        "relu": F.relu,
+        "silu": F.silu,
+        "swish": F.silu,
+    }[name]
+
+
+class KVCache:
+    """Pre-allocated keys and values of every layer, so decoding one token costs one token's work.
+
+    `length` counts the positions already stored (shared by all rows of the batch); `key_mask` (B, capacity) marks
+    which of them are real tokens (False for left padding), so later steps keep ignoring padded keys.
+
+    `dtype` is the model's dtype; the cache (and so the attention over it) is stored in `self.dtype`, which is float32
+    for a bfloat16 model on a CPU: PyTorch's CPU attention kernel for one query over many keys runs 5-8x slower in
+    bf16 than in fp32 (benchmarks/attention_dtype.py), which cost a bf16 decode step up to 40% of its time.
+    """
+
+    def __init__(self, config: GPT1Config, batch_size: int, capacity: int, device, dtype) -> None:
+        if capacity > config.n_positions:
+            raise ValueError(
+                f"KV cache capacity {capacity} exceeds the model's context of {config.n_positions} positions."
+            )
+        if dtype == torch.bfloat16 and torch.device(device).type == "cpu":
+            dtype = torch.float32
+        self.dtype = dtype
+        shape = (batch_size, config.n_head, capacity, config.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.key_mask: torch.Tensor | None = None
+        self.length = 0
+        self.capacity = capacity
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys[0].shape[0]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's k, v for `layer` after the cached ones; return all keys and values so far."""
+        start, end = self.length, self.length + k.shape[2]
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows `index` (in that order): beam search re-ranks hypotheses between steps, sampling copies prompts."""
+        if index.shape[0] == self.batch_size:  # same batch size: copy only the filled positions, in place
+            n = self.length
+            for cache in (self.keys, self.values):
+                for t in cache:
+                    t[:, :, :n] = t[:, :, :n].index_select(0, index)
+        else:
+            self.keys = [k.index_select(0, index) for k in self.keys]
+            self.values = [v.index_select(0, index) for v in self.values]
+        if self.key_mask is not None:
+            self.key_mask = self.key_mask.index_select(0, index)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPT1Config) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_pdrop = config.attn_pdrop
+        self.resid_dropout = Dropout(config.resid_pdrop)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        past = 0
+        if cache is not None:
+            past = cache.length
+            q = q.to(cache.dtype)
+            k, v = cache.append(layer, k, v)
+        if self.training and self.attn_pdrop > 0 and x.device.type == "cpu" and cache is None:
+            # CPU SDPA has no fused kernel with dropout; this keeps training memory and time down (see module).
+            y = causal_attention_dropout(q, k, v, self.attn_pdrop, attn_mask)
+        else:
+            # is_causal aligns the triangle top-left, which is only right when there is no past.
+            is_causal = attn_mask is None and past == 0 and T > 1
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_pdrop if self.training else 0.0, is_causal=is_causal
+            )
+        y = y.transpose(1, 2).reshape(B, T, C)
+        if cache is not None:  # back from the cache's dtype (not under autocast, where c_proj takes bf16 as it is)
+            y = y.to(x.dtype)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPT1Config) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.act = activation(config.afn)
+        self.dropout = Dropout(config.resid_pdrop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Post-LayerNorm block of the original: h = LN(x + attn(x)); out = LN(h + mlp(h))."""
+
+    def __init__(self, config: GPT1Config) -> None:
+        super().__init__()
+        self.attn = CausalSelfAttention(config)
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+
+    def forward(self, x, attn_mask=None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        h = self.ln_1(x + self.attn(x, attn_mask, cache, layer))
+        return self.ln_2(h + self.mlp(h))
+
+
+@dataclass
+class GPTOutput:
+    """What `GPT.forward` returns; `.logits` and `.loss` mean exactly what HF's `OpenAIGPTLMHeadModel` returns."""
+
+    logits: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None  # final hidden states (B, T, C): task heads read these
+    cache: KVCache | None = None
+
+
+class GPT(nn.Module):
+    """GPT-1: token + learned position embeddings, N post-LN blocks, no final LayerNorm, LM head tied to tokens."""
+
+    def __init__(self, config: GPT1Config) -> None:
+        super().__init__()
+        self.config = config
+        self.tokens_embed = nn.Embedding(config.vocab_size, config.n_embd)
+        self.positions_embed = nn.Embedding(config.n_positions, config.n_embd)
+        self.drop = Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.tokens_embed.weight  # weight tying, as in the paper
+        # Optional task head (fine-tuning): a linear map of the final hidden state at the extract token.
+        self.task_head = nn.Linear(config.n_embd, config.num_labels) if config.num_labels else None
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """N(0, 0.02) for matrices and embeddings, zero biases, unit LayerNorm gains (the paper's init)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    # ---- sizes -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.tokens_embed.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.tokens_embed.weight.dtype
+
+    def num_parameters(self) -> int:
+        """Unique parameters (the tied LM head counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def resize_token_embeddings(self, new_size: int) -> None:
+        """Grow the vocabulary to `new_size`, appending N(0, 0.02) rows (room for special tokens); keeps the tie."""
+        old = self.tokens_embed.weight
+        if new_size < old.shape[0]:
+            raise ValueError(
+                f"resize_token_embeddings({new_size}) would drop tokens: the vocabulary has {old.shape[0]}."
+            )
+        if new_size == old.shape[0]:
+            return
+        extra = torch.empty(new_size - old.shape[0], old.shape[1], device=old.device, dtype=old.dtype)
+        nn.init.normal_(extra, mean=0.0, std=self.config.initializer_range)
+        self.tokens_embed = nn.Embedding(new_size, old.shape[1], device=old.device, dtype=old.dtype)
+        with torch.no_grad():
+            self.tokens_embed.weight.copy_(torch.cat([old.detach(), extra]))
+        self.lm_head = nn.Linear(old.shape[1], new_size, bias=False, device=old.device, dtype=old.dtype)
+        self.lm_head.weight = self.tokens_embed.weight
+        self.config.vocab_size = new_size
+
+    # ---- weight layout for decoding --------------------------------------------------------------
+    def use_decode_layout(self) -> None:
+        """Store the weight matrices the way one-token decoding steps run fastest on this device and dtype.
+
+        On a CPU in float32, MKL streams a matrix stored (in, out) — HF's Conv1D layout — about 25% faster for a
+        one-row input than PyTorch's usual (out, in): a `gpt1` decode step goes from ~43 to ~31 ms (benchmarks/
+        generate.py). Only the memory order changes (`p.data = p.data.t().contiguous().t()`): shapes, values, logits
+        and the tie between embedding and LM head stay as they are. bf16 and GPUs keep the usual order, and
+        `train()` restores it, since training runs fastest with it.
+        """
+        self._set_transposed_storage(self.device.type == "cpu" and self.dtype == torch.float32 and not self.training)
+
+    def _set_transposed_storage(self, transposed: bool) -> None:
+        if transposed == getattr(self, "_transposed_storage", False):
+            return
+        with torch.inference_mode(False), torch.no_grad():  # normal tensors even when called while decoding
+            for p in self.parameters():
+                if p.dim() == 2 and p is not self.positions_embed.weight:  # a decode step reads one position row
+                    p.data = p.data.t().contiguous().t() if transposed else p.data.contiguous()
+        self._transposed_storage = transposed
+
+    def train(self, mode: bool = True) -> GPT:
+        if mode:
+            self._set_transposed_storage(False)
+        return super().train(mode)
+
+    # ---- forward -------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        logits_to_keep: int = 0,
+        return_logits: bool = True,
+    ) -> GPTOutput:
+        """Run the network on `input_ids` (B, T).
+
+        attention_mask: (B, past+T) with 1 for real tokens and 0 for padding (HF's convention).
+        labels: (B, T) next-token targets, shifted inside; -100 is ignored (HF's `loss`).
+        position_ids: (B, T); default `past + arange(T)` (generation with left padding passes per-row positions).
+        cache: a `KVCache` to read past keys from and append this call's keys to.
+        logits_to_keep: if > 0, compute logits only for the last that many positions (decoding needs one).
+        return_logits: False (training) computes the loss without the (B, T, vocab) logits (see `lm_loss.py`).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, seq_len); got {tuple(input_ids.shape)}.")
+        B, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if T == 0:
+            raise ValueError("input_ids is empty: give at least one token.")
+        if past + T > self.config.n_positions:
+            raise ValueError(
+                f"Sequence of {past + T} tokens is longer than the model's context of "
+                f"{self.config.n_positions} positions; shorten the input (or truncate from the left)."
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
+        x = self.drop(self.tokens_embed(input_ids) + self.positions_embed(position_ids))
+
+        attn_dtype = cache.dtype if cache is not None else x.dtype  # the dtype attention runs in
+        attn_mask = self._attention_bias(attention_mask, cache, B, T, past, attn_dtype)
+        for i, block in enumerate(self.h):
+            x = block(x, attn_mask, cache, i)
+        if cache is not None:
+            cache.length = past + T
+
+        hidden = x
+        if labels is not None and not return_logits:
+            return GPTOutput(loss=shifted_lm_loss(x, self.lm_head.weight, labels), hidden_states=hidden, cache=cache)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        logits = self.lm_head(x)
+        loss = lm_loss(logits, labels) if labels is not None else None
+        return GPTOutput(logits=logits, loss=loss, hidden_states=hidden, cache=cache)
+
+    @staticmethod
+    def _attention_bias(attention_mask, cache, B, T, past, dtype) -> torch.Tensor | None:
+        """Additive (B, 1, T, past+T) bias: 0 where a query may look, the dtype's minimum elsewhere; None if causal suffices.
+
+        A float bias (not a boolean mask) keeps rows that see no real key — queries on left padding — finite,
+        as in HF, instead of NaN.
+        """
+        if attention_mask is not None:
+            key_mask = attention_mask.bool()
+            if key_mask.shape != (B, past + T):
+                raise ValueError(
+                    f"attention_mask must have shape (batch, past + seq_len) = {(B, past + T)}; got {tuple(key_mask.shape)}."
+                )
+            if cache is not None:
+                if cache.key_mask is None:
+                    cache.key_mask = torch.ones(B, cache.capacity, dtype=torch.bool, device=key_mask.device)
+                cache.key_mask[:, : past + T] = key_mask
+        elif cache is not None and cache.key_mask is not None:
+            key_mask = cache.key_mask[:, : past + T]  # padding remembered from the prefill
+        else:
+            return None  # no padding anywhere: plain causal attention
+        if T == 1 and bool(key_mask.all()):
+            return None
+        device = key_mask.device
+        causal = torch.arange(past + T, device=device)[None, :] <= torch.arange(past, past + T, device=device)[:, None]
+        allowed = causal[None, :, :] & key_mask[:, None, :]
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        bias.masked_fill_(~allowed, torch.finfo(dtype).min)
+        return bias.unsqueeze(1)
+
+    # ---- generation (implemented in generation.py) ------------------------------------------------------
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        """Greedy / sampling / beam-search continuation on the KV cache; see `gpt1.inference.generate.generate` for arguments
+        (HF's names: max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, eos_token_id, seed ...)."""
+        from gpt1.inference.generate import generate
+
+        return generate(self, input_ids, attention_mask, **kwargs)
+
+    # ---- checkpoints (implemented in checkpoint.py) ----------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path, dtype: torch.dtype | None = None, device=None) -> GPT:
+        """Load from an HF model dir, an OpenAI npy release dir, a gpt1 run dir, or a hub id."""
+        from gpt1.checkpoint import load_model
+
+        return load_model(name_or_path, dtype=dtype, device=device)
+
+    def save_pretrained(self, out_dir, tokenizer=None) -> None:
+        """Write `config.json` + `model.safetensors` (+ tokenizer files) that HF's OpenAIGPTLMHeadModel loads."""
+        from gpt1.checkpoint import save_model
+
+        save_model(self, out_dir, tokenizer=tokenizer)

@@ -1,0 +1,747 @@
+"""One `Trainer` for pre-training and both kinds of fine-tuning: AdamW, warmup + cosine/linear decay, clipping,
+token-exact gradient accumulation, bf16 autocast, optional `torch.compile`, DDP, eval, atomic checkpoints, exact resume.
+
+The Trainer pulls micro-batches from a `BatchSource` and turns each into a loss with `loss_fn`; it knows nothing of
+the CLI or of where batches come from. Run-dir layout (all written by rank 0 only):
+
+    config.json, model.safetensors, tokenizer files   latest weights: `GPT.from_pretrained(run_dir)` works
+    run_config.json                                    the resolved run config, with the TrainConfig under "train"
+    metrics.jsonl, loss.png                            one JSON row per log/eval step; train and val curves
+    best/                                              weights with the best `best_metric` so far
+    checkpoints/step_0000500/                          weights + trainer_state.pt (optimizer, scheduler, torch RNG)
+                                                       + trainer_state.json (step, data position, numpy/python RNG)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from gpt1.kernels.cpu.allocator import keep_freed_memory
+from gpt1.model.gpt import GPT
+from gpt1.training.plateau import PlateauGuard
+from gpt1.training.runlog import MetricsLog, plot_losses
+from gpt1.training.stopping import StopSignals, check_same_data, diverged
+
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping settings of one run; JSON-serialisable (saved in run_config.json)."""
+
+    lr: float = 2.5e-4
+    warmup_steps: int | None = 2000
+    warmup_fraction: float | None = None  # overrides warmup_steps: e.g. 0.002 of all steps (paper's fine-tuning)
+    schedule: str = "cosine"  # "cosine" (to 0, pre-training) | "linear" (to 0, fine-tuning) | "constant"
+    weight_decay: float = 0.01  # decoupled (AdamW) on every tensor with >= 2 dims: matrices and embeddings
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # global L2 norm; 0 disables
+    max_steps: int | None = None  # optimizer steps; or
+    epochs: float | None = None  # passes over the source (needs `steps_per_epoch`)
+    grad_accum: int = 1  # micro-batches per optimizer step (per process)
+    eval_every: int = 500
+    save_every: int = 500
+    keep_last: int = 2
+    log_every: int = 10
+    seed: int = 1234
+    precision: str = "auto"  # "auto": bf16 autocast where the hardware has bf16 (CUDA, or CPU with AVX-512 BF16/AMX)
+    compile: bool = False
+    best_metric: str = "val_loss"
+    best_mode: str = "min"
+    device: str = "auto"  # "auto": cuda (this process's LOCAL_RANK) if available, else cpu
+    progress: bool = True  # tqdm bar on rank 0
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # JSON gives a list
+        problems = []
+        if not self.lr > 0:
+            problems.append(f"lr={self.lr!r} must be > 0")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule={self.schedule!r} must be one of {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            problems.append(
+                f"precision={self.precision!r} must be one of {', '.join(PRECISIONS)} (fp16 is not offered)"
+            )
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            problems.append(f"warmup_steps={self.warmup_steps!r} must be >= 0")
+        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
+            problems.append(f"warmup_fraction={self.warmup_fraction!r} must be in [0, 1)")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps={self.max_steps!r} must be >= 1")
+        if self.epochs is not None and not self.epochs > 0:
+            problems.append(f"epochs={self.epochs!r} must be > 0")
+        if self.grad_accum < 1:
+            problems.append(f"grad_accum={self.grad_accum!r} must be >= 1")
+        for name in ("eval_every", "save_every", "log_every", "keep_last"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)!r} must be >= 1")
+        if self.best_mode not in ("min", "max"):
+            problems.append(f"best_mode={self.best_mode!r} must be 'min' or 'max'")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            problems.append("weight_decay and grad_clip must be >= 0")
+        if problems:
+            raise ValueError(f"Invalid training settings: {'; '.join(problems)}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, naming any unknown key (a typo in a config file) in the error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+        return cls(**d)
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """Where the Trainer pulls micro-batches from; `state_dict` must pin the position so a resume continues exactly."""
+
+    steps_per_epoch: int | None  # micro-batches per epoch for this process (None: infinite sampler)
+
+    def next_batch(self) -> dict[str, torch.Tensor]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+LossFn = Callable[[nn.Module, dict], "tuple[torch.Tensor, int]"]
+
+
+# ---- pieces usable on their own --------------------------------------------------------------------------
+def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Factor on the peak lr for 0-based update `step`: linear warmup to 1 over `warmup_steps` updates, then the decay.
+
+    Warmup gives update s the factor (s+1)/warmup, so the first update already moves. After warmup,
+    p = (s - warmup + 1) / (total - warmup + 1) runs from just above 0 to just below 1, and the factor is
+    0.5 (1 + cos(pi p)) ("cosine") or 1 - p ("linear"): both reach 0 one step past the end.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    p = (step - warmup_steps + 1) / max(1, total_steps - warmup_steps + 1)
+    p = min(max(p, 0.0), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    if schedule == "linear":
+        return 1.0 - p
+    raise ValueError(f"Unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}.")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on tensors with >= 2 dims (matrices, embeddings), none on biases and LayerNorm gains.
+
+    This is the paper's "L2 regularization with w = 0.01 on all non bias or gain weights"; OpenAI's code decays
+    every tensor of rank > 1, embeddings included, and so do we. The tied LM head is counted once.
+    """
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 autocast is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device` (None = plain fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; use one of {', '.join(PRECISIONS)}.")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_bf16() else None
+    return None
+
+
+def lm_loss_fn(model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+    """Default loss: mean next-token cross-entropy on `labels` (or `input_ids`), and the number of predicted tokens."""
+    labels = batch.get("labels", batch["input_ids"])
+    out = model(batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=labels, return_logits=False)
+    return out.loss, int((labels[:, 1:] != -100).sum())
+
+
+@torch.no_grad()
+def evaluate_lm(model: nn.Module, batches, device=None) -> dict[str, float]:
+    """Token-weighted mean LM loss and perplexity over `batches` (dicts with input_ids and optional labels)."""
+    total, count = 0.0, 0
+    device = device or next(model.parameters()).device
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss, n = lm_loss_fn(model, batch)
+        if n:
+            total += float(loss) * n
+            count += n
+    if not count:
+        raise ValueError("Evaluation saw no tokens: the validation data is empty.")
+    mean = total / count
+    return {"val_loss": mean, "val_ppl": math.exp(min(mean, 50.0))}
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) for a plain process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The highest-step complete checkpoint under `run_dir/checkpoints` (temp dirs of interrupted saves ignored)."""
+    ckpts = sorted(_complete_checkpoints(Path(run_dir) / "checkpoints"), key=lambda p: p.name)
+    return ckpts[-1] if ckpts else None
+
+
+def _complete_checkpoints(ckdir: Path) -> list[Path]:
+    if not ckdir.is_dir():
+        return []
+    return [p for p in ckdir.glob("step_*") if p.is_dir() and (p / "trainer_state.json").exists()]
+
+
+# ---- the Trainer --------------------------------------------------------------------------------------------
+class Trainer:
+    """Trains `model` on micro-batches from `train_source`, writing everything about the run under `out_dir`."""
+
+    def __init__(
+        self,
+        model: GPT,
+        config: TrainConfig,
+        train_source: BatchSource,
+        out_dir: str | Path,
+        *,
+        loss_fn: LossFn | None = None,
+        evaluate_fn: Callable[[GPT], dict[str, float]] | None = None,
+        on_eval: Callable[[Trainer, dict], None] | None = None,
+        tokenizer=None,
+        run_config: dict | None = None,
+        plateau_guard: PlateauGuard | None = None,
+    ) -> None:
+        self.model = model
+        self.plateau_guard = plateau_guard  # warns once if the LM loss sits at its data's unigram entropy
+        self.warnings: list[str] = []
+        self.config = config
+        self.source = train_source
+        self.out_dir = Path(out_dir)
+        self.loss_fn = loss_fn or lm_loss_fn
+        self.evaluate_fn = evaluate_fn
+        self.on_eval = on_eval
+        self.tokenizer = tokenizer
+        self.run_config = dict(run_config or {})
+        self.rank, self.world_size, self.local_rank = dist_env()
+        self.is_main = self.rank == 0
+        self.step = 0  # optimizer updates done
+        self.tokens_seen = 0  # input tokens consumed, all processes together
+        self.best: float | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.total_steps = self._total_steps()
+        warm = config.warmup_steps or 0
+        if config.warmup_fraction is not None:
+            warm = int(round(config.warmup_fraction * self.total_steps))
+        self.warmup = min(warm, self.total_steps)
+        self.device = self._pick_device()
+        self.autocast_dtype = resolve_precision(config.precision, self.device)
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        self._owns_process_group = False
+        self._setup_done = False
+        self._stop = StopSignals(distributed=False)  # fit() installs the real handlers for its duration
+
+    # ---- setup ---------------------------------------------------------------------------------------------
+    def _total_steps(self) -> int:
+        c = self.config
+        if (c.max_steps is None) == (c.epochs is None):
+            raise ValueError("Give exactly one of max_steps and epochs (both or neither were set).")
+        if c.max_steps is not None:
+            return int(c.max_steps)
+        spe = getattr(self.source, "steps_per_epoch", None)
+        if not spe:
+            raise ValueError("epochs needs a data source with a known length (steps_per_epoch); use max_steps instead.")
+        return max(1, math.ceil(c.epochs * spe / c.grad_accum))
+
+    def _pick_device(self) -> torch.device:
+        if self.config.device != "auto":
+            return torch.device(self.config.device)
+        if torch.cuda.is_available():
+            return torch.device("cuda", self.local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+
+    def _setup(self) -> None:
+        import torch.distributed as dist
+
+        if self.world_size > 1 and not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group(backend=backend)
+            self._owns_process_group = True
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each step's big tensors reuse the last step's pages (see allocator.py)
+        self.model.to(self.device)
+        opt_kwargs: dict[str, Any] = dict(lr=self.config.lr, betas=self.config.betas, eps=self.config.eps)
+        if self.device.type in ("cuda", "cpu"):
+            opt_kwargs["fused"] = True  # one fused kernel over all tensors instead of a Python loop of small ops
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, self.config.weight_decay), **opt_kwargs)
+        total, warm, sched = self.total_steps, self.warmup, self.config.schedule
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_multiplier(s, total, warm, sched)
+        )
+        self.ddp = None
+        train_model: nn.Module = self.model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            train_model = self.ddp
+        if self.config.compile:
+            train_model = torch.compile(train_model)
+        self.train_model = train_model
+        self._setup_done = True
+
+    def autocast(self):
+        """The autocast context of this run's precision (a no-op for fp32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+    def fit(self, resume: str | None = None) -> dict:
+        """Train to `max_steps`/`epochs`; `resume` = None (fresh), "auto" (latest checkpoint if any) or a path."""
+        if not self._setup_done:
+            self._setup()
+        ckpt = self._resolve_resume(resume)
+        if ckpt is not None:
+            check_same_data(self.out_dir, self.run_config, resume)
+            self._load_checkpoint(ckpt)
+        else:
+            if self.is_main and find_latest_checkpoint(self.out_dir) is not None:
+                raise ValueError(
+                    f"{self.out_dir} already holds checkpoints of a run; resume it (--resume auto) "
+                    "or choose another output dir."
+                )
+            if resume == "auto" and self.is_main:  # say so: a typo in --out would otherwise restart silently
+                print(f"note: --resume auto found no checkpoint in {self.out_dir}; starting a fresh run.", flush=True)
+            self._seed(self.config.seed + self.rank)
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._write_run_config()
+            if ckpt is None:
+                self.metrics.path.unlink(missing_ok=True)
+            else:
+                self.metrics.truncate_after(self.step)
+        c = self.config
+        bar = self._progress_bar()
+        interval_losses: list[torch.Tensor] = []  # kept on the device: one sync per log, not per step
+        interval_tokens, interval_time = 0, 0.0
+        interrupted = False
+        snapshot = self._snapshot()
+        self._stop = StopSignals(distributed=self.world_size > 1).install()  # SIGTERM: the Ctrl-C path below
+        try:
+            while self.step < self.total_steps:
+                snapshot = self._snapshot()
+                t0 = time.perf_counter()
+                loss, tokens = self._train_step()
+                interval_time += time.perf_counter() - t0
+                self.step += 1
+                self.tokens_seen += tokens
+                interval_losses.append(loss)
+                interval_tokens += tokens
+                last = self.step == self.total_steps
+                if self.step % c.log_every == 0 or last:
+                    mean_loss = torch.stack(interval_losses).double().mean().item()
+                    row = self._log_row(mean_loss, interval_tokens / max(interval_time, 1e-9))
+                    self.last_metrics.update(row)
+                    if self.is_main:
+                        self.metrics.append(row)
+                    if bar is not None:
+                        bar.set_postfix(
+                            loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}"
+                        )
+                    self._check_plateau(row["loss"])
+                    interval_losses.clear()
+                    interval_tokens, interval_time = 0, 0.0
+                if bar is not None:
+                    bar.update(1)
+                if self.evaluate_fn is not None and (self.step % c.eval_every == 0 or last):
+                    self._run_eval()
+                if self.step % c.save_every == 0 or last:
+                    self.save_checkpoint()
+                if self._stop.agreed and not last:  # a rank was signalled (DDP): all stop here, after this step
+                    snapshot = self._snapshot()
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            # Roll back a half-done step (data position, RNG), so the checkpoint is exactly "after step k".
+            interrupted = True
+            self.optimizer.zero_grad(set_to_none=True)
+            self._restore_snapshot(snapshot)
+            if self.is_main:
+                why = f" by {self._stop.signal_name}" if self._stop.signal_name else ""
+                print(f"\ninterrupted{why}: saving a checkpoint at step {self.step} in {self.out_dir} ...", flush=True)
+            self.save_checkpoint(gather_rng=self._stop.agreed)  # an agreed stop has every rank here to gather
+        finally:
+            self._stop.restore()
+            if bar is not None:
+                bar.close()
+            if self._owns_process_group:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+                self._owns_process_group = False
+        if self.is_main and self.evaluate_fn is None:
+            self._plot()
+        return {
+            **self.last_metrics,
+            "step": self.step,
+            "tokens": self.tokens_seen,
+            "best": self.best,
+            "interrupted": interrupted,
+            "run_dir": str(self.out_dir),
+            "warnings": list(self.warnings),
+        }
+
+    def _train_step(self) -> tuple[torch.Tensor, int]:
+        """One optimizer update over `grad_accum` micro-batches, averaging the loss over every token (all ranks)."""
+        self.train_model.train()
+        accum = self.config.grad_accum
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
+        n_sum, tokens = 0, 0
+        for i in range(accum):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in self.source.next_batch().items()}
+            sync = self.ddp is None or i == accum - 1
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                with self.autocast():
+                    loss, n = self.loss_fn(self.train_model, batch)
+                n = int(n)
+                # Scale by the token count now and divide by the global count after: a token-exact mean.
+                if n:
+                    (loss.float() * n).backward()
+                    loss_sum += loss.detach().float() * n
+                elif self.ddp is not None and sync:
+                    _zero_loss(self.model).backward()  # the all-reduce hooks must still fire
+            n_sum += n
+            tokens += int(batch["input_ids"].numel())
+        # The stop flag rides on this all-reduce, so every rank learns of a signal at the same step (see stopping.py).
+        stop = float(self._stop.requested)
+        counts = torch.tensor([float(n_sum), float(tokens), stop], dtype=torch.float64, device=self.device)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(counts)
+            dist.all_reduce(loss_sum)
+        n_global = counts[0].item()
+        self._stop.agreed = counts[2].item() > 0
+        # DDP averaged the gradients over ranks; undo that and divide by the global token count instead.
+        scale = self.world_size / max(n_global, 1.0)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if self.config.grad_clip > 0:
+            # clip_grad_norm_ of the scaled gradients, with the scaling and the clipping in one pass over them
+            norm = torch.nn.utils.get_total_norm(grads, foreach=True) * scale
+            scale = torch.clamp(self.config.grad_clip / (norm + 1e-6), max=1.0) * scale
+        # A NaN/inf loss (or gradient norm) stops the run before its update reaches the weights: one sync per step.
+        finite = torch.isfinite(loss_sum)
+        if self.config.grad_clip > 0:
+            finite &= torch.isfinite(norm)
+        if not bool(finite):
+            raise diverged(
+                float(loss_sum / max(n_global, 1.0)), self.step + 1, self.optimizer.param_groups[0]["lr"], self.out_dir
+            )
+        torch._foreach_mul_(grads, scale)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return loss_sum / max(n_global, 1.0), int(counts[1].item())
+
+    def _check_plateau(self, loss: float) -> None:
+        if self.plateau_guard is None:
+            return
+        message = self.plateau_guard.check(loss, self.tokens_seen, self.step, self.warmup, self.config.lr)
+        if message is not None:
+            self.warnings.append(message)
+            if self.is_main:
+                from tqdm.auto import tqdm
+
+                tqdm.write(message)
+
+    def _log_row(self, loss: float, tokens_per_s: float) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "loss": loss,
+            "lr": self._lr_of_last_update(),
+            "tokens_per_s": tokens_per_s,
+            "tokens": self.tokens_seen,
+        }
+
+    def _lr_of_last_update(self) -> float:
+        return self.config.lr * lr_multiplier(self.step - 1, self.total_steps, self.warmup, self.config.schedule)
+
+    def _progress_bar(self):
+        if not (self.is_main and self.config.progress):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+
+    # ---- evaluation ------------------------------------------------------------------------------------------
+    def _run_eval(self) -> dict[str, float]:
+        """Evaluate on rank 0 (eval mode, no grad, this run's autocast), share the metrics, keep the best weights."""
+        metrics: dict[str, float] = {}
+        if self.is_main:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with torch.no_grad(), self.autocast():
+                    metrics = {k: float(v) for k, v in self.evaluate_fn(self.model).items()}
+            finally:
+                self.model.train(was_training)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            box = [metrics]
+            dist.broadcast_object_list(box, src=0)
+            metrics = box[0]
+        self.last_metrics.update(metrics)
+        value = metrics.get(self.config.best_metric)
+        improved = value is not None and math.isfinite(value) and self._better(value)
+        if improved:
+            self.best = value  # on every rank, so their bookkeeping stays identical
+        if self.is_main:
+            self.metrics.append(
+                {
+                    **{k: self.last_metrics.get(k) for k in ("loss", "lr", "tokens_per_s")},
+                    "step": self.step,
+                    "tokens": self.tokens_seen,
+                    **metrics,
+                }
+            )
+            self._plot()
+            if improved:
+                self._save_best(metrics)
+            if self.on_eval is not None:
+                self.on_eval(self, metrics)
+        return metrics
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best if self.config.best_mode == "min" else value > self.best
+
+    def _plot(self) -> None:
+        try:
+            plot_losses(self.metrics.rows(), self.out_dir / "loss.png", title=self.out_dir.name)
+        except Exception as e:  # a plotting failure must never stop training
+            print(f"warning: could not draw loss.png ({type(e).__name__}: {e})", flush=True)
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------------
+    def save_checkpoint(self, gather_rng: bool = True) -> Path | None:
+        """Write `checkpoints/step_XXXXXXX` atomically (temp dir + rename), prune to `keep_last`, refresh top-level weights."""
+        rng = _rng_state()
+        rngs = [rng]
+        if self.world_size > 1 and gather_rng:
+            import torch.distributed as dist
+
+            rngs = [None] * self.world_size
+            dist.all_gather_object(rngs, rng)
+        if not self.is_main:
+            return None
+        from gpt1.checkpoint import save_model
+
+        ckdir = self.out_dir / "checkpoints"
+        ckdir.mkdir(parents=True, exist_ok=True)
+        final = ckdir / f"step_{self.step:07d}"
+        tmp = ckdir / f".tmp-step_{self.step:07d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_model(self.model, tmp)
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "torch_rng": [r["torch"] for r in rngs],
+                "cuda_rng": [r["cuda"] for r in rngs],
+            },
+            tmp / "trainer_state.pt",
+        )
+        state = {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "best": self.best,
+            "total_steps": self.total_steps,
+            "world_size": self.world_size,
+            "data": self.source.state_dict(),
+            "numpy_rng": [r["numpy"] for r in rngs],
+            "python_rng": [r["python"] for r in rngs],
+            "last_metrics": self.last_metrics,
+        }
+        # trainer_state.json is written last: a checkpoint dir without it is incomplete and never resumed from.
+        _write_json(tmp / "trainer_state.json", state)
+        if final.exists():  # re-saving the same step (e.g. interrupted right after a save)
+            old = ckdir / f".old-step_{self.step:07d}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        for stale in sorted(_complete_checkpoints(ckdir), key=lambda p: p.name)[: -self.config.keep_last]:
+            shutil.rmtree(stale, ignore_errors=True)
+        for junk in ckdir.glob(".tmp-step_*"):  # left by an earlier save that was killed
+            shutil.rmtree(junk, ignore_errors=True)
+        save_model(self.model, self.out_dir, tokenizer=self.tokenizer)
+        return final
+
+    def _save_best(self, metrics: dict[str, float]) -> None:
+        from gpt1.checkpoint import save_model
+
+        tmp, best = self.out_dir / ".tmp-best", self.out_dir / "best"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_model(self.model, tmp, tokenizer=self.tokenizer)
+        _write_json(tmp / "metrics.json", {"step": self.step, **metrics})
+        old = self.out_dir / ".old-best"
+        shutil.rmtree(old, ignore_errors=True)
+        if best.exists():
+            os.rename(best, old)
+        os.rename(tmp, best)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _resolve_resume(self, resume: str | None) -> Path | None:
+        if resume is None:
+            return None
+        if resume == "auto":
+            return find_latest_checkpoint(self.out_dir)
+        path = Path(resume)
+        if (path / "trainer_state.json").exists():
+            return path
+        latest = find_latest_checkpoint(path) if path.is_dir() else None
+        if latest is None:
+            raise FileNotFoundError(
+                f"{resume}: not a checkpoint dir (no trainer_state.json) nor a run dir with checkpoints."
+            )
+        return latest
+
+    def _load_checkpoint(self, ckpt: Path) -> None:
+        from gpt1.checkpoint import hf_to_ours, load_into, read_state_dict
+
+        load_into(self.model, {k: v.to(self.device) for k, v in hf_to_ours(read_state_dict(ckpt)).items()}, ckpt)
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        tensors = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(tensors["optimizer"])
+        self.scheduler.load_state_dict(tensors["scheduler"])
+        if state["total_steps"] != self.total_steps:
+            print(
+                f"note: the checkpoint planned {state['total_steps']} steps, this run {self.total_steps}; "
+                "the lr schedule follows this run's.",
+                flush=True,
+            )
+        self.step = int(state["step"])
+        self.tokens_seen = int(state["tokens_seen"])
+        self.best = state.get("best")
+        self.last_metrics = dict(state.get("last_metrics", {}))
+        self.source.load_state_dict(state["data"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world == self.world_size and len(state["numpy_rng"]) == self.world_size:
+            r = self.rank
+            _set_rng_state(
+                {
+                    "torch": tensors["torch_rng"][r],
+                    "cuda": tensors["cuda_rng"][r],
+                    "numpy": state["numpy_rng"][r],
+                    "python": state["python_rng"][r],
+                }
+            )
+        else:  # a different number of processes: data position is exact, dropout masks are re-seeded
+            self._seed(self.config.seed + self.rank + 7919 * self.step)
+        if self.is_main:
+            print(f"resumed from {ckpt} at step {self.step}", flush=True)
+
+    # ---- RNG ------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _seed(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _snapshot(self) -> dict:
+        return {"data": self.source.state_dict(), "rng": _rng_state()}
+
+    def _restore_snapshot(self, snap: dict) -> None:
+        self.source.load_state_dict(snap["data"])
+        _set_rng_state(snap["rng"])
+
+    def _write_run_config(self) -> None:
+        _write_json(
+            self.out_dir / "run_config.json",
+            {
+                **self.run_config,
+                "train": self.config.to_dict(),
+                "world_size": self.world_size,
+                "total_steps": self.total_steps,
+                "warmup_steps_resolved": self.warmup,
+            },
+        )
+
+
+def _zero_loss(model: nn.Module) -> torch.Tensor:
+    """A zero that depends on every parameter, for a micro-batch with nothing to predict under DDP."""
+    return sum(p.reshape(-1)[0] * 0.0 for p in model.parameters())
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": _to_lists(random.getstate()),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    random.setstate(_to_tuples(state["python"]))
+
+
+def _to_lists(x):
+    return [_to_lists(v) for v in x] if isinstance(x, (list, tuple)) else x
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
