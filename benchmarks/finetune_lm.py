@@ -20,8 +20,8 @@ import torch
 
 from gpt1 import GPT, GPT1Config
 from gpt1.data.text import DynamicPaddingSource, FixedPaddingSource, add_eos_token, format_text, tokenize_examples
+from gpt1.runtime import resolve_precision
 from gpt1.tokenizer.bpe import Tokenizer
-from gpt1.training.trainer import resolve_precision
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

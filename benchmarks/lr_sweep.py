@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--results", default="lr_sweep.jsonl", help="JSONL file the runs append to")
     args = ap.parse_args()
 
-    from gpt1.training.trainer import cpu_has_bf16
+    from gpt1.runtime import cpu_has_bf16
 
     print(f"CPU native bf16 (AVX-512 BF16 / AMX): {cpu_has_bf16()}", flush=True)
     path = Path(args.results)

@@ -36,7 +36,8 @@ from gpt1.checkpoint import ours_to_hf  # noqa: E402
 from gpt1.data.corpus import BlockSampler  # noqa: E402
 from gpt1.kernels.cpu.allocator import keep_freed_memory  # noqa: E402
 from gpt1.recipes.demo import DEMO_SIZES  # noqa: E402
-from gpt1.training.trainer import TrainConfig, Trainer, cpu_has_bf16, param_groups, resolve_precision  # noqa: E402
+from gpt1.runtime import cpu_has_bf16, resolve_precision  # noqa: E402
+from gpt1.training.trainer import TrainConfig, Trainer, param_groups  # noqa: E402
 
 
 # ---- measuring ----------------------------------------------------------------------------------------------------

@@ -221,7 +221,7 @@ def test_from_scratch_defaults_follow_the_depth():
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
     """Native bf16 (AVX-512 BF16 / AMX) is faster than fp32 at every CPU shape `benchmarks/train.py` runs; emulated
     bf16 (AVX2 only) is far slower: auto follows the CPU's flags."""
-    import gpt1.training.trainer as train
+    import gpt1.runtime as train
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)

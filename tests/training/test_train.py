@@ -19,6 +19,7 @@ import torch
 from gpt1 import GPT, GPT1Config
 from gpt1.data.corpus import BlockSampler
 from gpt1.kernels.cpu.dropout import dropout
+from gpt1.runtime import resolve_precision
 from gpt1.training.trainer import (
     TrainConfig,
     Trainer,
@@ -27,7 +28,6 @@ from gpt1.training.trainer import (
     lm_loss_fn,
     lr_multiplier,
     param_groups,
-    resolve_precision,
 )
 
 V, T = 64, 16

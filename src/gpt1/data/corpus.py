@@ -356,7 +356,7 @@ class BlockSampler:
                 f"The corpus holds {n:,} tokens, fewer than one block of {block_size} (n_positions); "
                 "give more text or use a model with a shorter context."
             )
-        from gpt1.training.trainer import dist_env
+        from gpt1.runtime import dist_env
 
         env_rank, env_world, _ = dist_env()
         self.rank = env_rank if rank is None else rank

@@ -3,7 +3,6 @@ sliding-window perplexity / bits per byte of long texts."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,15 +14,7 @@ import torch.nn.functional as F
 from gpt1.data.tasks import TaskData, eval_batches
 from gpt1.evaluation.metrics import compute_metrics, matthews_corrcoef
 from gpt1.model.heads import predictions, task_forward, task_loss
-
-
-def _autocast(model, precision: str = "auto"):
-    from gpt1.training.trainer import resolve_precision
-
-    dtype = resolve_precision(precision, model.device)
-    if dtype is None or model.dtype != torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=model.device.type, dtype=dtype)
+from gpt1.runtime import autocast
 
 
 def _bar(total: int, desc: str, progress: bool):
@@ -42,7 +33,7 @@ def predict_task(model, data: TaskData, batch_size: int = 64, progress: bool = F
     out_logits: list[np.ndarray | None] = [None] * len(data)
     bar = _bar(len(data), f"evaluating {spec.name}", progress)
     try:
-        with _autocast(model, precision):
+        with autocast(model.device, precision, model.dtype):
             for idx, batch in eval_batches(data, batch_size):
                 out = task_forward(
                     model, spec.kind, batch["input_ids"].to(model.device), batch["extract_positions"].to(model.device)
@@ -101,7 +92,7 @@ def continuation_logprobs(
     scores = np.full(len(seqs), np.nan)
     order = np.argsort([len(s) for s in seqs], kind="stable")
     bar = _bar(len(seqs), desc, progress)
-    with _autocast(model, precision):
+    with autocast(model.device, precision, model.dtype):
         for k in range(0, len(order), batch_size):
             idx = order[k : k + batch_size]
             T = max(len(seqs[i]) for i in idx)
@@ -242,7 +233,7 @@ def _next_token_logits(
     seqs = [list(s)[-n_ctx:] for s in seqs]
     out = np.zeros((len(seqs), model.config.vocab_size), dtype=np.float32)
     bar = _bar(len(seqs), "scoring", progress)
-    with _autocast(model, precision):
+    with autocast(model.device, precision, model.dtype):
         for k in range(0, len(seqs), batch_size):
             chunk = seqs[k : k + batch_size]
             T = max(len(s) for s in chunk)
@@ -298,7 +289,7 @@ def perplexity(
         prev_end = end
     nll, count = 0.0, 0
     bar = _bar(len(windows), "perplexity", progress)
-    with _autocast(model, precision):
+    with autocast(model.device, precision, model.dtype):
         k = 0
         while k < len(windows):
             length = windows[k][1] - windows[k][0]

@@ -28,8 +28,9 @@ from gpt1.data.corpus import (
     val_batches,
 )
 from gpt1.model.gpt import GPT
+from gpt1.runtime import dist_env
 from gpt1.training.plateau import PlateauGuard
-from gpt1.training.trainer import TrainConfig, Trainer, dist_env, evaluate_lm
+from gpt1.training.trainer import TrainConfig, Trainer, evaluate_lm
 
 DEFAULT_TOKENIZER = "openai-community/openai-gpt"
 

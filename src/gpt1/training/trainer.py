@@ -33,12 +33,12 @@ import torch.nn as nn
 
 from gpt1.kernels.cpu.allocator import keep_freed_memory
 from gpt1.model.gpt import GPT
+from gpt1.runtime import PRECISIONS, dist_env, resolve_precision
 from gpt1.training.plateau import PlateauGuard
 from gpt1.training.runlog import MetricsLog, plot_losses
 from gpt1.training.stopping import StopSignals, check_same_data, diverged
 
 SCHEDULES = ("cosine", "linear", "constant")
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -164,30 +164,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def cpu_has_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 autocast is slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `precision` on `device` (None = plain fp32)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not supported; use one of {', '.join(PRECISIONS)}.")
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        return torch.bfloat16 if cpu_has_bf16() else None
-    return None
-
-
 def lm_loss_fn(model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
     """Default loss: mean next-token cross-entropy on `labels` (or `input_ids`), and the number of predicted tokens."""
     labels = batch.get("labels", batch["input_ids"])
@@ -210,11 +186,6 @@ def evaluate_lm(model: nn.Module, batches, device=None) -> dict[str, float]:
         raise ValueError("Evaluation saw no tokens: the validation data is empty.")
     mean = total / count
     return {"val_loss": mean, "val_ppl": math.exp(min(mean, 50.0))}
-
-
-def dist_env() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) for a plain process."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
 def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
