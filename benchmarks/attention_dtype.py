@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt1 import GPT, GPT1Config
-from gpt1.model.gpt import KVCache
+from gpt1.model.cache import KVCache
 
 
 def median_ms(fn, repeats: int = 30) -> float:

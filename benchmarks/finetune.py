@@ -125,7 +125,7 @@ def main() -> None:
         for name, ours_fn, ref_fn in (("score", our_score, ref_score), ("train", our_train, ref_train)):
             t_ours, t_ref = timeit(ours_fn, repeats), timeit(ref_fn, repeats)
             rows.append((size, name, B * 2 * T, t_ours, t_ref))
-        del model, hf
+        model = hf = None  # free both before the next size loads
 
     print(
         f"\ndevice {device}, threads {torch.get_num_threads()}, batch {args.batch} x 2 choices x <= {args.seq} tokens, "

@@ -19,11 +19,27 @@ from pathlib import Path
 import torch
 
 from gpt1 import GPT, GPT1Config
-from gpt1.data.text import DynamicPaddingSource, FixedPaddingSource, add_eos_token, format_text, tokenize_examples
+from gpt1.data.text import DynamicPaddingSource, add_eos_token, format_text, tokenize_examples
 from gpt1.runtime import resolve_precision
 from gpt1.tokenizer.bpe import Tokenizer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+class FixedPaddingSource(DynamicPaddingSource):
+    """Shuffled batches all padded to the longest example of the whole dataset (the tutorial's way; for comparison)."""
+
+    def __init__(self, examples, batch_size: int, seed: int = 1234, pad_id: int = 0) -> None:
+        super().__init__(examples, batch_size, seed=seed, bucket=False, pad_id=pad_id)
+        self.max_len = max(len(e) for e in self.examples)
+
+    def collate(self, batch: list[int]) -> dict[str, torch.Tensor]:
+        batch = super().collate(batch)
+        extra = self.max_len - batch["input_ids"].shape[1]
+        if not extra:
+            return batch
+        pad = {"input_ids": self.pad_id, "attention_mask": 0, "labels": -100}
+        return {k: torch.nn.functional.pad(batch[k], (0, extra), value=v) for k, v in pad.items()}
 
 
 def tokenize_times(jokes: list[str], vocab: Path, num_proc: int) -> list[tuple[str, float, float]]:

@@ -20,7 +20,7 @@ import torch
 
 from gpt1 import GPT, GPT1Config
 from gpt1.checkpoint import ours_to_hf
-from gpt1.model.gpt import KVCache
+from gpt1.model.cache import KVCache
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -140,7 +140,7 @@ def main() -> None:
     # ---- throughput -------------------------------------------------------------------------------------------
     cases = [(64, 1), (64, 8)] if args.quick else [(64, 1), (256, 1), (64, 8), (256, 8)]
     reps = 1 if args.quick else 2
-    print("\nthroughput (tokens/s, new tokens incl. prefill; best of %d)" % reps)
+    print(f"\nthroughput (tokens/s, new tokens incl. prefill; best of {reps})")
     header = f"{'new':>4} {'batch':>5} {'HF fp32':>9} " + " ".join(f"{n:>13} {'x HF':>6}" for n in variants)
     print(header)
     hf_rate: dict[tuple[int, int], float] = {}
@@ -159,7 +159,7 @@ def main() -> None:
             ref, ref_note = batch * new / t, ""
             hf_rate[(new, batch)] = ref
         row = f"{new:>4} {batch:>5} {ref:>8.1f}{ref_note or ' '} "
-        for name, m in variants.items():
+        for m in variants.values():
             m.generate(ids, max_new_tokens=4)  # warm up (and compile)
             t = timed(lambda: m.generate(ids, max_new_tokens=new), dev, repeats=reps)
             rate = batch * new / t
@@ -177,7 +177,7 @@ def main() -> None:
     for ctx in [c for c in (16, 256, 500) if c + 8 <= cfg.n_positions]:
         ref = hf_step_latency(hf, ctx, dev)
         row = f"{ctx:>7} {ref * 1e3:>9.1f} "
-        for name, m in variants.items():
+        for m in variants.values():
             lat = decode_latency(m, ctx, dev)
             bound = weight_bytes_per_token(m) / bw
             row += f"{lat * 1e3:>13.2f} {ref / lat:>5.1f}x {lat / bound:>5.2f}x "

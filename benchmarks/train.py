@@ -37,7 +37,9 @@ from gpt1.data.corpus import BlockSampler  # noqa: E402
 from gpt1.kernels.cpu.allocator import keep_freed_memory  # noqa: E402
 from gpt1.recipes.demo import DEMO_SIZES  # noqa: E402
 from gpt1.runtime import cpu_has_bf16, resolve_precision  # noqa: E402
-from gpt1.training.trainer import TrainConfig, Trainer, param_groups  # noqa: E402
+from gpt1.training.config import TrainConfig  # noqa: E402
+from gpt1.training.optim import param_groups  # noqa: E402
+from gpt1.training.trainer import Trainer  # noqa: E402
 
 
 # ---- measuring ----------------------------------------------------------------------------------------------------
@@ -183,6 +185,7 @@ def run_ours(
         precision=precision,
         device=str(device),
         compile=compile,
+        keep_freed_memory=True,
         progress=False,
     )
     with tempfile.TemporaryDirectory() as out:
@@ -283,7 +286,8 @@ def main() -> None:
         torch.manual_seed(0)
         return GPT(cfg)
 
-    # Our Trainer switches glibc's malloc to reuse freed memory (gpt1/allocator.py), for the rest of the process.
+    # Our Trainer (keep_freed_memory=True) switches glibc's malloc to reuse freed memory (kernels/cpu/allocator.py), for
+    # the rest of the process.
     # So transformers runs first everywhere, with the allocator's defaults (what its users get). Then our Trainer
     # runs everywhere, and last transformers once more after the switch (`transformers+`), which isolates what the
     # code itself gains. Ours runs before transformers+ because, once freed memory is kept, a run's resident-memory
@@ -291,7 +295,7 @@ def main() -> None:
     # as `gpt1 pretrain` is, starts from a small heap (measured here: a `gpt1` fp32 run right after transformers+
     # peaked ~0.9 GB higher than the same run first in the process).
     results = {}  # (run index, impl) -> (tokens/s, peak bytes)
-    for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
+    for i, (_preset, cfg, batch, seq, precision) in enumerate(runs):
         results[i, "transformers"] = run_hf(
             fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device
         )
@@ -299,14 +303,14 @@ def main() -> None:
     if device.type == "cpu":
         keep_freed_memory()
     impls = [("gpt1 Trainer", False)] + ([("gpt1 +compile", True)] if args.compile else [])
-    for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
+    for i, (_preset, cfg, batch, seq, precision) in enumerate(runs):
         for label, comp in impls:
             results[i, label] = run_ours(
                 fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device, comp
             )
             _trim()
     if device.type == "cpu":
-        for i, (preset, cfg, batch, seq, precision) in enumerate(runs):
+        for i, (_preset, cfg, batch, seq, precision) in enumerate(runs):
             results[i, "transformers+"] = run_hf(
                 fresh_model(cfg), tokens(cfg), batch, seq, steps, args.warm, precision, device
             )
@@ -347,7 +351,7 @@ def main() -> None:
     print("\nspeed x = our tokens/s over transformers'; memory x = transformers' peak over ours (higher is better).")
     print(
         "transformers = glibc malloc defaults; transformers+ = the same loop after our Trainer switched the process to "
-        "reusing freed memory (gpt1/allocator.py)."
+        "reusing freed memory (TrainConfig.keep_freed_memory, gpt1/kernels/cpu/allocator.py)."
     )
 
 

@@ -1,4 +1,4 @@
-"""Shared test fixtures: where ../shared lives, and reference (transformers) availability."""
+"""Shared test fixtures: GPT-1's vocabulary and tokenizer from ../shared."""
 
 from __future__ import annotations
 
@@ -6,16 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-VOCAB_DIR = SHARED / "data" / "gpt1-vocab"
-
-
-def require_shared(*parts: str) -> Path:
-    """The path under ../shared, or skip the test when this checkout has no ../shared beside it."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent: this checkout has no ../shared data (CI has it)")
-    return path
+from shared_data import require_shared
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """Reading and writing GPT-1 weights: HF model dirs (safetensors / bin), OpenAI's original npy release, hub ids.
 
-Our modules use `nn.Linear` (out, in); HF and the original use `Conv1D` (in, out), so those matrices are transposed
-on the way in and out. Nothing here unpickles: safetensors, numpy without pickle, and `torch.load(weights_only=True)`.
+This module maps (GPT1Config, tensors) to and from files; it never builds a model (`gpt1.loading` does). Tensors
+use our names and `nn.Linear` (out, in) layout; HF and the original use `Conv1D` (in, out), so those matrices are
+transposed on the way in and out. Nothing here unpickles: safetensors, numpy without pickle, and
+`torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gpt1.config import GPT1Config
-from gpt1.model.gpt import GPT
+from gpt1.hub import HubUnavailable, fetch
 
 HUB_ALLOW = ["config.json", "model.safetensors", "pytorch_model.bin", "vocab.json", "merges.txt", "*.json"]
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -59,8 +62,6 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         raise CheckpointError(f"{name}: no such directory, and not a hub id of the form 'owner/name'.")
     from huggingface_hub import snapshot_download
 
-    from gpt1.hub import HubUnavailable, fetch
-
     try:
         return fetch(name, lambda local: snapshot_download(name, allow_patterns=HUB_ALLOW, local_files_only=local))
     except HubUnavailable as e:
@@ -75,8 +76,8 @@ def is_original_release(path: Path) -> bool:
 
 
 # ---- loading ---------------------------------------------------------------------------------------
-def load_model(name_or_path, dtype: torch.dtype | None = None, device=None) -> GPT:
-    """Load a `GPT` from an HF dir, a gpt1 run dir, OpenAI's npy release dir, or a hub id."""
+def read(name_or_path: str | os.PathLike) -> tuple[GPT1Config, dict[str, torch.Tensor], Path]:
+    """(config, tensors in our names, the local dir) of an HF dir, a gpt1 run dir, OpenAI's npy release, or a hub id."""
     path = resolve(name_or_path)
     if is_original_release(path):
         config, state = read_original_release(path)
@@ -85,13 +86,7 @@ def load_model(name_or_path, dtype: torch.dtype | None = None, device=None) -> G
         state = hf_to_ours(read_state_dict(path))
         if "task_head.weight" in state and not config.num_labels:
             config.num_labels = state["task_head.weight"].shape[0]
-    model = GPT(config)
-    load_into(model, state, source=path)
-    if dtype is not None:
-        model.to(dtype=dtype)
-    if device is not None:
-        model.to(device)
-    return model.eval()
+    return config, state, path
 
 
 def _require(file: Path) -> Path:
@@ -147,8 +142,9 @@ def ours_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_into(model: GPT, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Copy `state` into `model`, with one clear error for missing, unknown or mis-shaped tensors."""
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy `state` (our names) into a GPT `model`, with one clear error for missing, unknown or mis-shaped tensors;
+    the tied LM head is set from the token embedding."""
     expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
     missing = sorted(set(expected) - set(state))
     unknown = sorted(set(state) - set(expected))
@@ -223,16 +219,15 @@ def read_original_release(path: Path) -> tuple[GPT1Config, dict[str, torch.Tenso
 
 
 # ---- saving ----------------------------------------------------------------------------------------
-def save_model(model: GPT, out_dir, tokenizer=None) -> Path:
-    """Write `config.json` + `model.safetensors` (+ tokenizer files) in HF's layout, atomically per file."""
+def write(out_dir: str | os.PathLike, config: GPT1Config, state: dict[str, torch.Tensor], tokenizer=None) -> Path:
+    """Write `config.json` + `model.safetensors` (+ the tokenizer's files) in HF's layout, atomically per file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = model.config.to_hf_dict()
     tmp = out / "model.safetensors.tmp"
-    save_file(ours_to_hf(model.state_dict()), str(tmp), metadata={"format": "pt"})
+    save_file(ours_to_hf(state), str(tmp), metadata={"format": "pt"})
     os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates its file 0600; every other file follows the umask
     os.replace(tmp, out / "model.safetensors")
-    (out / "config.json.tmp").write_text(json.dumps(config, indent=2) + "\n")
+    (out / "config.json.tmp").write_text(json.dumps(config.to_hf_dict(), indent=2) + "\n")
     os.replace(out / "config.json.tmp", out / "config.json")
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
@@ -244,14 +239,3 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def convert_original(original_dir, out_dir) -> Path:
-    """Turn OpenAI's npy release into an HF model dir (tokenizer files too, when the release has them)."""
-    model = load_model(original_dir)
-    tokenizer = None
-    if (Path(original_dir) / "encoder_bpe_40000.json").exists():
-        from gpt1.tokenizer.bpe import Tokenizer
-
-        tokenizer = Tokenizer.from_pretrained(original_dir)
-    return save_model(model, out_dir, tokenizer=tokenizer)

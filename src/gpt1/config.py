@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 GPT1_VOCAB_SIZE = 40478  # 40000 BPE merges + base symbols, as released by OpenAI (id 40477 = "\n</w>")
+DEFAULT_TOKENIZER = "openai-community/openai-gpt"  # GPT-1's own BPE vocabulary, on the hub
+PRESET_PREFIX = "preset:"  # a model source "preset:NAME" means random weights of that preset
 
 
 @dataclass
@@ -130,6 +132,13 @@ SCRATCH_LR: dict[str, tuple[float, int]] = {
     "mini": (6e-4, 300),
     "tiny": (2e-3, 300),
 }
+
+
+def preset_name(source: object) -> str | None:
+    """NAME for a model source `preset:NAME`, else None."""
+    if isinstance(source, str) and source.startswith(PRESET_PREFIX):
+        return source[len(PRESET_PREFIX) :]
+    return None
 
 
 def scratch_lr(config: GPT1Config) -> tuple[float, int]:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require_shared
 from gpt1.data.corpus import (
     EOT_TOKEN,
     BlockSampler,
@@ -20,6 +19,7 @@ from gpt1.data.corpus import (
     val_batches,
 )
 from gpt1.tokenizer.bpe import Tokenizer
+from shared_data import require_shared
 
 WORDS = "the a cat sat on mat dog ran far away and then came back home to sleep".split()
 
@@ -209,7 +209,7 @@ def test_one_epoch_of_blocks_covers_the_corpus():
         covered[o : o + T] = True
     assert covered.sum() >= n - 2 * T  # everything but the two ragged ends
     # the next epoch uses another phase and order, so block boundaries move
-    assert len({s._epoch_order(e)[0] for e in range(6)}) > 1
+    assert len({s.plan(e)[0] for e in range(6)}) > 1
 
 
 def test_batches_are_the_token_windows_and_labels():

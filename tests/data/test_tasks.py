@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import require_shared
 from gpt1 import GPT, GPT1Config
-from gpt1.data.tasks import (
+from gpt1.data.tasks import get_task, infer_labels, normalize_labels, read_task, split_validation
+from gpt1.data.transforms import (
     SpecialIds,
     TaskBatchSource,
     add_special_tokens,
@@ -16,14 +16,10 @@ from gpt1.data.tasks import (
     collate,
     encode_examples,
     entailment_ids,
-    get_task,
-    infer_labels,
     multiple_choice_ids,
-    normalize_labels,
-    read_task,
     similarity_ids,
-    split_validation,
 )
+from shared_data import require_shared
 
 SP = SpecialIds(start=900, delimiter=901, classify=902)
 
@@ -39,11 +35,13 @@ def tok(vocab_dir):
 def test_special_tokens_are_appended_and_never_produced_by_text(tok):
     model = GPT(GPT1Config.from_preset("tiny"))
     before = model.tokens_embed.weight[:5].clone()
-    sp = add_special_tokens(tok, model)
-    assert (sp.start, sp.delimiter, sp.classify) == (40478, 40479, 40480)
+    sp = add_special_tokens(tok)
+    assert (sp.start, sp.delimiter, sp.classify) == (40478, 40479, 40480) and len(tok) == 40481
+    assert model.config.vocab_size == 40478  # data code leaves the model alone; the caller grows it
+    model.resize_token_embeddings(len(tok))
     assert model.config.vocab_size == 40481 and model.lm_head.weight is model.tokens_embed.weight
     assert torch.equal(model.tokens_embed.weight[:5], before)
-    assert add_special_tokens(tok, model) == sp  # idempotent
+    assert add_special_tokens(tok) == sp  # idempotent
     ids = tok.encode("_start_ premise _delimiter_ hypothesis _classify_")
     assert max(ids) < 40478
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from gpt1.kernels.cpu.dropout import Dropout, dropout, keep_mask, quantized_p
+from gpt1.kernels import dropout
+from gpt1.kernels.cpu.dropout import keep_mask, quantized_p
+from gpt1.model.gpt import Dropout
 
 
 def test_drop_rate_and_quantized_p():

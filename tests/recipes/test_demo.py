@@ -8,7 +8,8 @@ import pytest
 
 from gpt1 import GPT, Tokenizer
 from gpt1.recipes.demo import demo_jokes
-from gpt1.tokenizer.learn_bpe import pretokenize, train_tokenizer
+from gpt1.tokenizer.learn_bpe import train_tokenizer
+from gpt1.tokenizer.pretokenize import pretokenize
 
 
 def test_train_tokenizer_round_trips_and_covers_the_corpus(tmp_path):

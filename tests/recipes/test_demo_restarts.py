@@ -12,7 +12,7 @@ import sys
 import time
 
 from gpt1.cli.verbs import main
-from gpt1.training.trainer import find_latest_checkpoint
+from gpt1.training.state import find_latest_checkpoint
 
 
 def digest(path) -> str:

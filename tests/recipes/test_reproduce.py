@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import require_shared
 from gpt1.recipes.reproduce import SCALES, reproduce, reproduce_config
+from shared_data import require_shared
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_quick_reproduce_writes_the_report_and_resumes(tmp_path, data):
         assert (tmp_path / name).is_file(), name
     t5 = report["table5"]
     assert set(t5) == {"sst2", "cola", "rocstories"}
-    for task, arms in t5.items():
+    for arms in t5.values():
         assert set(arms) == {"full", "scratch", "no_aux_lm"}
         assert all(a["lr"] in cfg.finetune_lrs for a in arms.values())
     n_layer = report["layers"]["points"][-1]["layers"]
@@ -122,6 +122,6 @@ def test_gpt1_scale_starts_and_pretrains_on_a_cpu(tmp_path, data):
         reproduce(cfg, tmp_path, progress=False, log=log)
     saved = json.loads((tmp_path / "pretrain" / "config.json").read_text())
     assert (saved["n_layer"], saved["n_embd"], saved["n_positions"]) == (12, 768, 512)
-    run = json.loads((tmp_path / "pretrain" / "run_config.json").read_text())
-    assert run["lr"] == 2.5e-4 and run["global_batch_tokens"] == 1024
+    run = json.loads((tmp_path / "pretrain" / "run_config.json").read_text())["resolved"]
+    assert run["train"]["lr"] == 2.5e-4 and run["global_batch_tokens"] == 1024
     assert json.loads((tmp_path / "state.json").read_text())["units"]["pretrain"]["steps"] == 2

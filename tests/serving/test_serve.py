@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from gpt1 import GPT, GPT1Config
-from gpt1.serving.app import SamplingParams, token_distribution
+from gpt1.inference.sampling import SamplingParams
+from gpt1.serving.engine import Engine, GenRequest
 
 CONTEXT = 1024  # long enough for requests that run for seconds (queue and disconnect tests)
 MAX_BATCH, MAX_QUEUE = 4, 4
@@ -123,83 +124,85 @@ def streamed(url: str, body: dict) -> tuple[dict[int, str], dict[int, str], list
     return texts, reasons, chunks, events
 
 
-# ---- the logits processing each row gets ----------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "temperature,top_k,top_p,penalty",
-    [(1.0, 0, 0.9, 1.0), (0.7, 40, 0.95, 1.3), (1.3, 0, 0.5, 1.0), (1.0, 1000, 0.99, 1.2), (0.8, 10, 1.0, 1.0)],
-)
-def test_token_distribution_matches_hf_processors(temperature, top_k, top_p, penalty):
-    """The per-row distribution (with its top-256 shortcut) equals HF's processors over the whole vocabulary."""
-    lp = pytest.importorskip("transformers.generation.logits_process", reason="transformers is the reference")
-    g = torch.Generator().manual_seed(0)
-    for scale in (0.5, 3.0, 10.0):  # flat (nucleus beyond the shortcut), peaked, and one-token distributions
-        logits = torch.randn(40478, generator=g) * scale
-        history = torch.randint(0, 40478, (30,), generator=g)
-        p = SamplingParams(max_tokens=1, temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=penalty)
-        index, probs = token_distribution(logits, history.tolist(), p)
-        ours = torch.zeros(40478).index_put_((index,), probs)
-        x, ids = logits.view(1, -1).clone(), history.view(1, -1)
-        x = lp.RepetitionPenaltyLogitsProcessor(penalty)(ids, x) if penalty != 1.0 else x
-        x = lp.TemperatureLogitsWarper(temperature)(ids, x)
-        x = lp.TopKLogitsWarper(top_k)(ids, x) if top_k else x
-        x = lp.TopPLogitsWarper(top_p)(ids, x) if top_p < 1 else x
-        ref = x.softmax(-1)[0]
-        assert torch.equal(ours > 0, ref > 0), (scale, int((ours > 0).sum()), int((ref > 0).sum()))
-        torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
-
-
 # ---- the engine, driven step by step -----------------------------------------------------------------------------
+def engine_step(engine: Engine) -> None:
+    """One turn of the engine's loop, in this thread: admit, prefill, decode a token for every row."""
+    with torch.inference_mode():
+        admitted = engine._take_admissible()
+        if admitted:
+            engine._prefill(admitted)
+        if engine.active:
+            engine._decode_step()
+
+
+def run_alone(model, tokenizer, ids: list[int], params: SamplingParams, loop) -> list[int]:
+    """The tokens (prompt + completion) one request gets from an engine of its own."""
+    engine = Engine(model, tokenizer, max_batch=4)
+    req = GenRequest([ids], params, 1, loop)
+    engine.submit(req)
+    while engine.active or engine.waiting:
+        engine_step(engine)
+    return req.choices[0].tokens
+
+
 def test_rows_joining_a_running_batch_get_their_solo_results(gpt1_tokenizer):
     """Continuous batching: rows that join mid-flight, with prompts longer or shorter than the rows already running
     (so the cache is re-aligned), leave every row's tokens exactly as when that row runs alone."""
     import asyncio
-
-    from gpt1.serving.app import Engine, GenRequest
 
     torch.manual_seed(0)
     model = GPT(GPT1Config.from_preset("tiny", initializer_range=0.3)).eval()
     loop = asyncio.new_event_loop()  # events are queued on it, never read
     prompts = [gpt1_tokenizer.encode(t) for t in ("hello", " ".join(PROMPTS[:4]), PROMPTS[5], "yes")]
     params = [
-        SamplingParams(max_tokens=20, temperature=0),
-        SamplingParams(max_tokens=9, seed=3, top_k=30),
-        SamplingParams(max_tokens=15, seed=4, top_p=0.8, repetition_penalty=1.3),
-        SamplingParams(max_tokens=12, temperature=0),
+        SamplingParams(max_new_tokens=20),
+        SamplingParams(max_new_tokens=9, do_sample=True, seed=3, top_k=30),
+        SamplingParams(max_new_tokens=15, do_sample=True, seed=4, top_p=0.8, repetition_penalty=1.3),
+        SamplingParams(max_new_tokens=12),
     ]
-
-    def step(engine: Engine) -> None:
-        with torch.inference_mode():
-            admitted = engine._take_admissible()
-            if admitted:
-                engine._prefill(admitted)
-            if engine.active:
-                engine._decode_step()
-
-    solo = []
-    for ids, p in zip(prompts, params):
-        engine = Engine(model, gpt1_tokenizer, max_batch=4)
-        req = GenRequest([ids], p, 1, loop)
-        engine.submit(req)
-        while engine.active or engine.waiting:
-            step(engine)
-        solo.append(req.choices[0].tokens)
+    solo = [run_alone(model, gpt1_tokenizer, ids, p, loop) for ids, p in zip(prompts, params)]
 
     engine = Engine(model, gpt1_tokenizer, max_batch=3)
     reqs = [GenRequest([ids], p, 1, loop) for ids, p in zip(prompts, params)]
     engine.submit(reqs[0])
     for _ in range(3):
-        step(engine)  # "hello" runs alone, then a 25-token prompt joins 4 tokens in
+        engine_step(engine)  # "hello" runs alone, then a 25-token prompt joins 4 tokens in
     engine.submit(reqs[1])
-    step(engine)
+    engine_step(engine)
     engine.submit(reqs[2])
     engine.submit(reqs[3])  # waits: 3 rows at most
     rows_seen = set()
     while engine.active or engine.waiting:
         rows_seen.add(len(engine.active))
-        step(engine)
+        engine_step(engine)
     assert [r.choices[0].tokens for r in reqs] == solo
     assert 3 in rows_seen and engine.stats["max_rows"] == 3
     loop.close()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(),
+        dict(do_sample=True, seed=7),
+        dict(do_sample=True, seed=8, temperature=0.8, top_k=30, top_p=0.9, repetition_penalty=1.2),
+        dict(do_sample=True, seed=9, top_p=0.6, no_repeat_ngram_size=2),
+    ],
+)
+def test_engine_and_generate_choose_the_same_tokens(gpt1_tokenizer, settings):
+    """One sampler and one prefill: a request's completion is `generate`'s for the same prompt, seed and settings."""
+    import asyncio
+
+    from gpt1.inference.generate import generate
+
+    torch.manual_seed(0)
+    model = GPT(GPT1Config.from_preset("tiny", initializer_range=0.3)).eval()
+    ids = gpt1_tokenizer.encode(PROMPTS[6])
+    loop = asyncio.new_event_loop()
+    served = run_alone(model, gpt1_tokenizer, ids, SamplingParams(max_new_tokens=24, **settings), loop)
+    loop.close()
+    generated = generate(model, torch.tensor([ids]), max_new_tokens=24, **settings)[0].tolist()
+    assert served == generated and len(set(served[len(ids) :])) > 3
 
 
 # ---- schema ----------------------------------------------------------------------------------------------------
@@ -506,17 +509,17 @@ def test_server_stops_at_the_runs_eos_unless_asked_not_to(gpt1_tokenizer):
 
 def test_top_k_zero_means_off_in_generate_and_in_the_server(gpt1_tokenizer):
     from gpt1.inference.generate import generate_text
+    from gpt1.serving.protocol import CompletionRequest, check_request, sampling_params
 
     model, prompt, _, _ = _eos_case(gpt1_tokenizer)
     kw = dict(max_new_tokens=8, do_sample=True, seed=5)
     assert generate_text(model, gpt1_tokenizer, prompt, top_k=0, **kw) == generate_text(
         model, gpt1_tokenizer, prompt, **kw
     )
-    logits = torch.randn(50)
-    off, zero = SamplingParams(max_tokens=1), SamplingParams(max_tokens=1, top_k=0)
-    assert all(
-        torch.equal(a, b) for a, b in zip(token_distribution(logits, [], off), token_distribution(logits, [], zero))
-    )
+    records = []
+    for body in (CompletionRequest(prompt=prompt, top_k=0), CompletionRequest(prompt=prompt)):
+        records.append(sampling_params(body, check_request(body, "m", 16), ()))
+    assert records[0] == records[1] and records[0].top_k is None
 
 
 def test_serve_refuses_a_busy_port_before_the_banner(vocab_dir):

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require_shared
 from gpt1 import Tokenizer
 from gpt1.recipes.demo import demo_jokes
 from gpt1.tokenizer.learn_bpe import NEWLINE, learn_bpe, train_tokenizer
+from shared_data import require_shared
 
 LEARN = """
 import sys

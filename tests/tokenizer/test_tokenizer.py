@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_shared
-from gpt1.tokenizer.bpe import Tokenizer, text_standardize
+from gpt1.tokenizer.bpe import Tokenizer
+from gpt1.tokenizer.pretokenize import text_standardize
+from shared_data import require_shared
 
 FULL = os.environ.get("GPT1_FULL_PARITY") == "1"
 SEED_IDS = [3570, 240, 547, 2585, 544, 4957, 488, 249, 719, 797, 485, 921, 575, 562, 246, 1671, 239, 244, 40477, 244]
@@ -337,7 +338,9 @@ def test_bert_mode_matches_hf_fast(vocab_dir):
 
 
 def test_does_not_import_torch():
-    tree = ast.parse(Path(__file__).resolve().parents[2].joinpath("src", "gpt1", "tokenizer", "bpe.py").read_text())
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert "torch" not in imported
+    folder = Path(__file__).resolve().parents[2].joinpath("src", "gpt1", "tokenizer")
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "torch" not in imported, path.name

@@ -5,6 +5,7 @@ checkpoint; metrics.jsonl stays strict JSON; resume notes and refusals; weights 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -19,7 +20,9 @@ import torch
 
 from gpt1 import GPT, GPT1Config
 from gpt1.data.corpus import BlockSampler
-from gpt1.training.trainer import TrainConfig, Trainer, find_latest_checkpoint, lm_loss_fn
+from gpt1.training.config import TrainConfig
+from gpt1.training.state import find_latest_checkpoint
+from gpt1.training.trainer import Trainer, lm_loss_fn
 
 V, T = 64, 16
 
@@ -139,9 +142,10 @@ def test_cli_diverging_run_is_one_line(tmp_path, vocab_dir):
 
 
 # ---- resume notes and refusals ------------------------------------------------------------------------------------
-def test_resume_auto_without_a_checkpoint_says_so(tmp_path, capsys):
+def test_resume_auto_without_a_checkpoint_says_so(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="gpt1")
     Trainer(tiny_model(), config(max_steps=1), sampler(), tmp_path / "run").fit(resume="auto")
-    assert f"--resume auto found no checkpoint in {tmp_path / 'run'}; starting a fresh run" in capsys.readouterr().out
+    assert f"--resume auto found no checkpoint in {tmp_path / 'run'}; starting a fresh run" in caplog.text
 
 
 def test_resume_on_other_data_is_refused(tmp_path):

@@ -18,17 +18,13 @@ import torch
 
 from gpt1 import GPT, GPT1Config
 from gpt1.data.corpus import BlockSampler
-from gpt1.kernels.cpu.dropout import dropout
+from gpt1.evaluation.perplexity import evaluate_lm
+from gpt1.kernels import dropout
 from gpt1.runtime import resolve_precision
-from gpt1.training.trainer import (
-    TrainConfig,
-    Trainer,
-    evaluate_lm,
-    find_latest_checkpoint,
-    lm_loss_fn,
-    lr_multiplier,
-    param_groups,
-)
+from gpt1.training.config import TrainConfig
+from gpt1.training.optim import lr_multiplier, param_groups
+from gpt1.training.state import find_latest_checkpoint
+from gpt1.training.trainer import Trainer, lm_loss_fn
 
 V, T = 64, 16
 
@@ -239,8 +235,9 @@ def test_run_dir_contents(tmp_path):
     assert (run / "loss.png").stat().st_size > 1000
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000006", "step_0000007"]
     rc = json.loads((run / "run_config.json").read_text())
-    assert rc["note"] == "hi" and rc["train"]["max_steps"] == 7 and rc["train"]["betas"] == [0.9, 0.999]
-    assert TrainConfig.from_dict(rc["train"]) == cfg
+    train = rc["resolved"]["train"]
+    assert rc["note"] == "hi" and train["max_steps"] == 7 and train["betas"] == [0.9, 0.999]
+    assert TrainConfig.from_dict(train) == cfg
     # the run dir is a model dir: latest weights and the tokenizer, as HF expects them
     final = trainer.model.state_dict()
     for source in (run, find_latest_checkpoint(run)):
@@ -303,12 +300,15 @@ def test_checkpoint_save_killed_midway_leaves_the_previous_one(tmp_path, monkeyp
         return real_save(obj, path, *a, **k)
 
     monkeypatch.setattr(train_mod.torch, "save", dying_save)
-    make = lambda: Trainer(
-        tiny_model(seed=2),
-        config(save_every=2, grad_accum=1),  # noqa: E731
-        BlockSampler(tokens(), T, 2, rank=0, world_size=1),
-        run,
-    )
+
+    def make():
+        return Trainer(
+            tiny_model(seed=2),
+            config(save_every=2, grad_accum=1),
+            BlockSampler(tokens(), T, 2, rank=0, world_size=1),
+            run,
+        )
+
     with pytest.raises(SystemExit):
         make().fit()
     monkeypatch.setattr(train_mod.torch, "save", real_save)
@@ -403,9 +403,10 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
     rc1 = json.loads((tmp_path / "one" / "run_config.json").read_text())
     rc2 = json.loads((tmp_path / "two" / "run_config.json").read_text())
     # config file and flags compose: the flag's lr wins, the file's max_steps stays
-    assert rc1["lr"] == 3e-3 and rc1["train"]["lr"] == 3e-3 and rc1["max_steps"] == 4
-    assert (rc1["world_size"], rc1["micro_batch"], rc1["grad_accum"]) == (1, 1, 4)
-    assert (rc2["world_size"], rc2["micro_batch"], rc2["grad_accum"]) == (2, 2, 1)
+    run1, run2 = rc1["resolved"], rc2["resolved"]
+    assert rc1["lr"] == 3e-3 and run1["train"]["lr"] == 3e-3 and rc1["max_steps"] == 4
+    assert (run1["world_size"], run1["micro_batch"], run1["grad_accum"]) == (1, 1, 4)
+    assert (run2["world_size"], run2["micro_batch"], run2["grad_accum"]) == (2, 2, 1)
     rows1 = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     rows2 = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows1] == [r["step"] for r in rows2] == [1, 2, 2, 3, 4, 4]
@@ -471,8 +472,8 @@ def test_pretrain_continues_from_weights_and_adds_the_eot_row(tmp_path):
         ]
     )
     assert rc == 0
-    run_config = json.loads((tmp_path / "run" / "run_config.json").read_text())
-    assert run_config["max_steps"] == 3 and run_config["global_batch_tokens"] == 128  # ceil(300 / 128)
+    resolved = json.loads((tmp_path / "run" / "run_config.json").read_text())["resolved"]
+    assert resolved["max_steps"] == 3 and resolved["global_batch_tokens"] == 128  # ceil(300 / 128)
     grown = GPT.from_pretrained(tmp_path / "run")
     assert (
         grown.config.vocab_size == 57 and Tokenizer.from_pretrained(tmp_path / "run").token_to_id("<|endoftext|>") == 56

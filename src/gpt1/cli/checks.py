@@ -165,8 +165,10 @@ def check_preset(name: str, flag: str = "--preset") -> None:
 
 def check_model_arg(model: str | None, flag: str = "--model") -> None:
     """`preset:NAME` must name a preset (checked here, before any tokenizer is fetched for it)."""
-    if model is not None and model.startswith("preset:"):
-        check_preset(model.split(":", 1)[1], f"{flag} preset:")
+    from gpt1.config import preset_name
+
+    if preset_name(model) is not None:
+        check_preset(preset_name(model), f"{flag} preset:")
 
 
 def check_run_args(

@@ -11,6 +11,7 @@ as in the paper, each process of a DDP run reading its own blocks.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -21,6 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from gpt1.data.batching import EpochPlan
+from gpt1.data.readers import expand_paths, load_records, read_document, read_json, require_column
+from gpt1.runtime import dist_env
+
 EOT_TOKEN = "<|endoftext|>"  # the same string GPT-2 uses; the LM fine-tuning code appends the same token
 META_FILE = "meta.json"
 FORMAT = "gpt1-corpus-v1"
@@ -28,13 +33,12 @@ PIECE_CHARS = 1 << 16  # long documents are cut at line breaks into ~64 KB piece
 GROUP_CHARS = 1 << 25  # pieces are tokenized ~32 MB of text at a time, bounding memory on huge corpora
 _TEXT_SUFFIXES = {".txt", ".text", ".md", ""}
 _TRAILING_WS = re.compile(r"\s*")
+logger = logging.getLogger(__name__)  # progress messages; the CLI shows them
 
 
 # ---- reading documents -------------------------------------------------------------------------------------
 def _describe_sources(sources: Sequence[str | Path]) -> tuple[list[dict[str, Any]], list[Path] | None]:
     """Each local file with its size and mtime (so a re-run can tell the input is unchanged), or the hub name."""
-    from gpt1.data.readers import expand_paths
-
     local = [s for s in sources if Path(s).expanduser().exists()]
     if not local:
         name = str(sources[0])
@@ -53,11 +57,9 @@ def iter_documents(sources: Sequence[str | Path], text_column: str = "text", spl
 
     Files are found and the column checked now, so bad input fails before any work starts.
     """
-    from gpt1.data.readers import load_records, require_column
-
     _, files = _describe_sources(sources)
     if files is not None and all(f.suffix.lower() in _TEXT_SUFFIXES for f in files):
-        return (f.read_text(encoding="utf-8", errors="replace") for f in files)
+        return (read_document(f) for f in files)
     ds = load_records(list(sources), split=split)
     require_column(ds, text_column, sources[0] if len(sources) == 1 else "the data")
     texts = ds[text_column] if len(ds) < 1_000_000 else (r[text_column] for r in ds)
@@ -138,7 +140,7 @@ def prepare_corpus(
     if existing is not None and not force and all(existing.get(k) == v for k, v in settings.items()):
         if _shards_intact(out, existing):
             if progress:
-                print(f"reusing token shards in {out} ({existing['train_tokens']:,} train tokens)", flush=True)
+                logger.info(f"reusing token shards in {out} ({existing['train_tokens']:,} train tokens)")
             return existing
 
     out.mkdir(parents=True, exist_ok=True)
@@ -191,10 +193,9 @@ def prepare_corpus(
     }
     _write_json(out / META_FILE, meta)  # written last: shards without a meta.json are never reused
     if progress:
-        print(
+        logger.info(
             f"wrote {out}: {counts['train']:,} train + {counts['val']:,} val tokens from {n_docs:,} documents "
-            f"in {meta['seconds']:.1f}s",
-            flush=True,
+            f"in {meta['seconds']:.1f}s"
         )
     return meta
 
@@ -228,9 +229,7 @@ def _learned_tokenizer(
     texts = list(iter_documents(sources, text_column, split))
     tokenizer = train_tokenizer(texts, vocab_size, num_proc=num_proc, progress=progress)
     if progress:
-        print(
-            f"learned a {len(tokenizer):,}-entry BPE on {len(texts):,} documents in {time.time() - t0:.1f}s", flush=True
-        )
+        logger.info(f"learned a {len(tokenizer):,}-entry BPE on {len(texts):,} documents in {time.time() - t0:.1f}s")
     return tokenizer
 
 
@@ -291,9 +290,11 @@ def read_meta(corpus_dir: str | Path) -> dict[str, Any]:
     """The `meta.json` of a prepared corpus dir, with a clear error if it is missing or not ours."""
     path = Path(corpus_dir) / META_FILE
     try:
-        meta = json.loads(path.read_text())
+        meta = read_json(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{corpus_dir}: not a prepared corpus (no {META_FILE}); run `gpt1 prepare` first.")
+        raise FileNotFoundError(
+            f"{corpus_dir}: not a prepared corpus (no {META_FILE}); run `gpt1 prepare` first."
+        ) from None
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: unreadable ({e}); delete the folder and prepare again.") from e
     if meta.get("format") != FORMAT:
@@ -326,7 +327,7 @@ def load_tokens(corpus_dir: str | Path, split: str = "train") -> np.memmap:
 
 
 # ---- sampling blocks -----------------------------------------------------------------------------------------------
-class BlockSampler:
+class BlockSampler(EpochPlan):
     """Random contiguous `block_size`-token blocks from a token array: a `BatchSource` whose state is one integer.
 
     Each epoch picks a random phase in [0, block_size) and a random order of the non-overlapping blocks that start
@@ -356,8 +357,6 @@ class BlockSampler:
                 f"The corpus holds {n:,} tokens, fewer than one block of {block_size} (n_positions); "
                 "give more text or use a model with a shorter context."
             )
-        from gpt1.runtime import dist_env
-
         env_rank, env_world, _ = dist_env()
         self.rank = env_rank if rank is None else rank
         self.world_size = env_world if world_size is None else world_size
@@ -369,16 +368,12 @@ class BlockSampler:
         self.n_blocks = (n - self.max_phase) // block_size
         self.steps_per_epoch = max(1, self.n_blocks // (self.world_size * batch_size))
         self.micro_batches = 0  # this process's micro-batches drawn so far
-        self._epoch: int | None = None
-        self._phase, self._perm = 0, np.arange(0)
 
-    def _epoch_order(self, epoch: int) -> tuple[int, np.ndarray]:
-        if epoch != self._epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._phase = int(rng.integers(0, self.max_phase + 1))
-            self._perm = rng.permutation(self.n_blocks)
-            self._epoch = epoch
-        return self._phase, self._perm
+    def epoch_plan(self, epoch: int) -> tuple[int, np.ndarray]:
+        """(phase, order of the blocks) of `epoch`."""
+        rng = self.epoch_rng(epoch)
+        phase = int(rng.integers(0, self.max_phase + 1))
+        return phase, rng.permutation(self.n_blocks)
 
     def block_offsets(self, micro_batch: int) -> list[int]:
         """Token offsets of this process's `micro_batch`-th micro-batch."""
@@ -386,7 +381,7 @@ class BlockSampler:
         offsets = []
         for g in range(first, first + self.batch_size):
             epoch, j = divmod(g, self.n_blocks)
-            phase, perm = self._epoch_order(epoch)
+            phase, perm = self.plan(epoch)
             offsets.append(phase + int(perm[j]) * self.block_size)
         return offsets
 
@@ -395,10 +390,6 @@ class BlockSampler:
         self.micro_batches += 1
         x = torch.from_numpy(np.stack([self.tokens[o : o + self.block_size] for o in offsets]).astype(np.int64))
         return {"input_ids": x, "labels": x}
-
-    @property
-    def epoch(self) -> float:
-        return self.micro_batches * self.world_size * self.batch_size / self.n_blocks
 
     def state_dict(self) -> dict:
         # Samples drawn by all processes together: valid for every rank, and for a resume on another world size.
@@ -419,7 +410,7 @@ class BlockSampler:
                 f"{len(self.tokens)}; resume with the same corpus and model context."
             )
         self.seed = int(state.get("seed", self.seed))
-        self._epoch = None
+        self.forget_plan()
         per_micro = self.world_size * self.batch_size
         self.micro_batches = -(-int(state["samples"]) // per_micro)  # round up: never repeat a block
 

@@ -1,11 +1,18 @@
-"""Reading tabular or text records from local files or the `datasets` hub, with clear errors for missing columns."""
+"""The one place data files are read: tabular or text records from local files or the `datasets` hub, plain
+tables (CSV/TSV/JSON/JSONL) and JSON files, and whole text files, with clear errors for missing files and columns."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # RACE articles and long premises exceed csv's 128 KiB default
 
 # File suffix → the `datasets` builder that reads it.
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
@@ -47,7 +54,7 @@ def load_records(source: str | Path | Sequence[str | Path], split: str = "train"
         if name.startswith((".", "/", "~")) or Path(name).suffix.lower() in _BUILDERS:
             raise FileNotFoundError(f"{name}: no such file or folder.")
         try:
-            return datasets.load_dataset(name, split=split)
+            return load_hub((name,), split)
         except Exception as e:
             raise ValueError(f"{name}: not a local file and could not be loaded as a hub dataset ({e}).") from e
     files = expand_paths(sources)
@@ -133,6 +140,43 @@ def read_text_file(path: str | Path, what: str = "") -> str:
         raise ValueError(
             f"{name}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); convert it to UTF-8 first."
         ) from None
+
+
+def load_hub(args: Sequence[str], split: str):
+    """`datasets.load_dataset(*args, split=split)`: a named hub dataset (online, or from the local `datasets` cache)."""
+    import datasets
+
+    return datasets.load_dataset(*args, split=split)
+
+
+def read_table(path: Path, fieldnames: Sequence[str] | None = None) -> list[dict]:
+    """Rows of a TSV (quoting disabled: GLUE fields contain bare quotes), CSV, or JSON/JSONL file, as dicts."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        text = path.read_text(encoding="utf-8-sig")
+        if suffix == ".json" and text.lstrip().startswith("["):
+            return list(json.loads(text))
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    with path.open(encoding="utf-8-sig", newline="") as f:  # utf-8-sig: MRPC's file starts with a BOM
+        if suffix == ".csv":
+            return list(csv.DictReader(f, fieldnames=fieldnames))
+        return list(csv.DictReader(f, fieldnames=fieldnames, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def header_fields(path: Path) -> list[str]:
+    """The tab-separated fields of a file's first line (to tell a header from a first row)."""
+    with path.open(encoding="utf-8-sig") as f:
+        return f.readline().rstrip("\n").split("\t")
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value a UTF-8 file holds."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_document(path: Path) -> str:
+    """A text file's content as one document (undecodable bytes replaced, so one stray byte never stops a corpus)."""
+    return path.read_text(encoding="utf-8", errors="replace")
 
 
 def require_column(dataset, column: str, source: str | Path = "the data") -> None:

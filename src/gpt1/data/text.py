@@ -1,7 +1,7 @@
 """Causal-LM fine-tuning data: records -> `template` + end-of-text token -> token ids -> batches for the `Trainer`.
 
-Two batch sources, both restartable exactly (their state is an epoch and a position; each epoch's order is a pure
-function of the seed):
+Two batch sources, both restartable exactly (gpt1.data.batching: their state is an epoch and a position; each epoch's
+order is a pure function of the seed):
 - `DynamicPaddingSource`: each batch is padded only to its own longest example (labels -100 and attention mask 0 on
   the padding). With `bucket=True` examples of similar length are batched together (shuffled within pools of
   `pool_batches` batches, sorted by length inside a pool, then the batches shuffled), which removes most padding.
@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpt1.data.batching import PlannedBatches, batch_slices
+from gpt1.data.readers import load_records, require_column
+
 EOS_TOKEN = "<|endoftext|>"  # the same string the pre-training corpus ends documents with (data/corpus.py)
 DEFAULT_TEMPLATE = "JOKE: {text}"
 
 
 def read_texts(source, text_column: str | None = None, split: str = "train") -> list[str]:
     """The strings of column `text_column` (default "text") of a CSV/TSV/JSONL/text file, folder or `datasets` name."""
-    from gpt1.data.readers import load_records, require_column
-
     ds = load_records(source, split=split)
     column = text_column or "text"
     require_column(ds, column, source if isinstance(source, (str, Path)) else ", ".join(map(str, source)))
@@ -45,20 +46,12 @@ def check_template(template: str) -> None:
         raise ValueError(f"--template {template!r} has no {{text}} slot; use e.g. {DEFAULT_TEMPLATE!r}.")
 
 
-def add_eos_token(tokenizer, model=None, eos: str = EOS_TOKEN) -> int:
-    """Add `eos` as a real vocabulary entry (a no-op if present), grow `model`'s embeddings to fit and record the id.
-
-    New embedding rows are N(0, initializer_range); the id is stored in `model.config.extra["eos_token_id"]`, which
-    `gpt1 generate` reads to stop at the end of text.
-    """
+def add_eos_token(tokenizer, eos: str = EOS_TOKEN) -> int:
+    """Add `eos` to the tokenizer as a special token (a no-op if present) and return its id. The caller grows the
+    model's embeddings to the tokenizer's length (`GPT.resize_token_embeddings`) and records the id in its config."""
     if not eos:
         raise ValueError("--eos must be a non-empty string such as '<|endoftext|>'.")
     (eos_id,) = tokenizer.add_special_tokens([eos])
-    if model is not None:
-        if model.config.vocab_size < len(tokenizer):
-            model.resize_token_embeddings(len(tokenizer))
-        model.config.extra["eos_token_id"] = eos_id
-        model.config.extra["eos_token"] = eos
     return eos_id
 
 
@@ -121,48 +114,16 @@ def eval_batches(examples: Sequence[Sequence[int]], batch_size: int, pad_id: int
         yield pad_batch([examples[i] for i in order[s : s + batch_size]], pad_id)
 
 
-class EpochPlanSource:
-    """A restartable `BatchSource` walking a per-epoch plan of batches; subclasses give `epoch_batches` and `collate`.
-
-    The plan of an epoch is a pure function of (seed, epoch), so the state is just (epoch, position).
-    """
-
-    epoch: int = 0
-    position: int = 0
-    _plan: list | None = None
-
-    def _set_examples(self, examples: Sequence[Sequence[int]], batch_size: int) -> None:
-        if batch_size < 1:
-            raise ValueError(f"--batch-size {batch_size} is invalid; use 1 or more.")
-        if not examples:
-            raise ValueError("No training examples: the data is empty after the validation split.")
-        self.examples = [list(e) for e in examples]
-
-    def epoch_batches(self, epoch: int) -> list:
-        raise NotImplementedError
-
-    def collate(self, item) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        if self._plan is None:
-            self._plan = self.epoch_batches(self.epoch)
-        if self.position >= len(self._plan):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._plan = self.epoch_batches(self.epoch)
-        item = self._plan[self.position]
-        self.position += 1
-        return self.collate(item)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._plan = None
+def check_examples(examples: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """The training examples as lists, refusing an empty set or a batch size below 1."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size} is invalid; use 1 or more.")
+    if not examples:
+        raise ValueError("No training examples: the data is empty after the validation split.")
+    return [list(e) for e in examples]
 
 
-class DynamicPaddingSource(EpochPlanSource):
+class DynamicPaddingSource(PlannedBatches):
     """Shuffled batches of `batch_size` examples, each padded only to its own longest example; endless, epoch by epoch."""
 
     def __init__(
@@ -175,18 +136,16 @@ class DynamicPaddingSource(EpochPlanSource):
         pad_id: int = 0,
         drop_last: bool = False,
     ) -> None:
-        self._set_examples(examples, batch_size)
+        self.examples = check_examples(examples, batch_size)
         self.batch_size, self.seed, self.bucket, self.pad_id = batch_size, seed, bucket, pad_id
         self.pool_batches = max(1, pool_batches)
         self.drop_last = drop_last and len(self.examples) >= batch_size
         n = len(self.examples)
         self.steps_per_epoch = n // batch_size if self.drop_last else math.ceil(n / batch_size)
-        self.epoch, self.position = 0, 0
-        self._plan: list[list[int]] | None = None
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
+    def epoch_plan(self, epoch: int) -> list[list[int]]:
         """The batches (lists of example indices) of `epoch`: a pure function of (seed, epoch)."""
-        rng = np.random.default_rng([self.seed, epoch])
+        rng = self.epoch_rng(epoch)
         order = rng.permutation(len(self.examples)).tolist()
         bs = self.batch_size
         if self.bucket:
@@ -195,35 +154,13 @@ class DynamicPaddingSource(EpochPlanSource):
             order = [
                 i for s in range(0, len(order), pool) for i in sorted(order[s : s + pool], key=lengths.__getitem__)
             ]
-        batches = [order[s : s + bs] for s in range(0, len(order), bs)]
-        if self.drop_last and len(batches[-1]) < bs:
-            batches.pop()
+        batches = batch_slices(order, bs, self.drop_last)
         if self.bucket:  # otherwise every epoch would run from short to long within each pool
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
     def collate(self, batch: list[int]) -> dict[str, torch.Tensor]:
         return pad_batch([self.examples[i] for i in batch], self.pad_id)
-
-
-class FixedPaddingSource(DynamicPaddingSource):
-    """Shuffled batches all padded to the longest example of the whole dataset (the tutorial's way; for comparison)."""
-
-    def __init__(self, examples, batch_size: int, seed: int = 1234, pad_id: int = 0) -> None:
-        super().__init__(examples, batch_size, seed=seed, bucket=False, pad_id=pad_id)
-        self.max_len = max(len(e) for e in self.examples)
-
-    def collate(self, batch: list[int]) -> dict[str, torch.Tensor]:
-        batch = super().collate(batch)
-        extra = self.max_len - batch["input_ids"].shape[1]
-        if extra:
-            pad = lambda t, v: torch.nn.functional.pad(t, (0, extra), value=v)  # noqa: E731
-            batch = {
-                "input_ids": pad(batch["input_ids"], self.pad_id),
-                "attention_mask": pad(batch["attention_mask"], 0),
-                "labels": pad(batch["labels"], -100),
-            }
-        return batch
 
 
 def pack_examples(examples: Sequence[Sequence[int]], block_size: int) -> list[list[int]]:
@@ -276,23 +213,21 @@ def pack_rows(rows: Sequence[Sequence[Sequence[int]]], block_size: int, pad_id: 
     }
 
 
-class PackedSource(EpochPlanSource):
+class PackedSource(PlannedBatches):
     """Rows of `block_size` tokens, each filled with whole shuffled examples (see `pack_rows`); endless, by epoch."""
 
     def __init__(
         self, examples: Sequence[Sequence[int]], batch_size: int, block_size: int, seed: int = 1234, pad_id: int = 0
     ) -> None:
-        self._set_examples(examples, batch_size)
+        self.examples = check_examples(examples, batch_size)
         self.batch_size, self.block_size, self.seed, self.pad_id = batch_size, block_size, seed, pad_id
-        self.epoch, self.position = 0, 0
-        self._plan: list[list[list[int]]] | None = None
-        self.steps_per_epoch = len(self.epoch_batches(0))
+        self.steps_per_epoch = len(self.plan(0))
 
-    def epoch_batches(self, epoch: int) -> list[list[list[int]]]:
+    def epoch_plan(self, epoch: int) -> list[list[list[int]]]:
         """Batches (lists of rows, each a list of example indices) of `epoch`: a pure function of (seed, epoch)."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples)).tolist()
+        order = self.epoch_rng(epoch).permutation(len(self.examples)).tolist()
         blocks = [[order[j] for j in b] for b in pack_examples([self.examples[i] for i in order], self.block_size)]
-        return [blocks[s : s + self.batch_size] for s in range(0, len(blocks), self.batch_size)]
+        return batch_slices(blocks, self.batch_size)
 
     def collate(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         return pack_rows([[self.examples[i] for i in row] for row in rows], self.block_size, self.pad_id)

@@ -1,29 +1,18 @@
-"""Evaluation: task metrics of a fine-tuned model, the paper's §5 zero-shot heuristics with the LM alone, and
-sliding-window perplexity / bits per byte of long texts."""
+"""Evaluation of a fine-tuned model on its task: head outputs for every example and the task's metrics."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 import torch
-import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from gpt1.data.tasks import TaskData, eval_batches
-from gpt1.evaluation.metrics import compute_metrics, matthews_corrcoef
-from gpt1.model.heads import predictions, task_forward, task_loss
+from gpt1.data.transforms import TaskData, eval_batches
+from gpt1.evaluation.metrics import compute_metrics
+from gpt1.model.heads import predictions, task_forward
+from gpt1.model.losses import task_loss
 from gpt1.runtime import autocast
 
 
-def _bar(total: int, desc: str, progress: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not progress, dynamic_ncols=True)
-
-
-# ---- fine-tuned task evaluation ----------------------------------------------------------------------------------
 @torch.no_grad()
 def predict_task(model, data: TaskData, batch_size: int = 64, progress: bool = False, precision: str = "auto") -> dict:
     """Head outputs for every example of `data`, in order: `logits` (N, ...) and `predictions` (N,)."""
@@ -31,7 +20,7 @@ def predict_task(model, data: TaskData, batch_size: int = 64, progress: bool = F
     model.eval()
     spec = data.spec
     out_logits: list[np.ndarray | None] = [None] * len(data)
-    bar = _bar(len(data), f"evaluating {spec.name}", progress)
+    bar = tqdm(total=len(data), desc=f"evaluating {spec.name}", disable=not progress, dynamic_ncols=True)
     try:
         with autocast(model.device, precision, model.dtype):
             for idx, batch in eval_batches(data, batch_size):
@@ -46,7 +35,7 @@ def predict_task(model, data: TaskData, batch_size: int = 64, progress: bool = F
         bar.close()
         model.train(was_training)
     logits = np.stack(out_logits)
-    preds = predictions(spec.kind, torch.from_numpy(logits), spec.regression).numpy()
+    preds = predictions(torch.from_numpy(logits), spec.regression).numpy()
     return {"logits": logits, "predictions": preds}
 
 
@@ -60,257 +49,6 @@ def evaluate_task(model, data: TaskData, batch_size: int = 64, progress: bool = 
     pred = predict_task(model, data, batch_size, progress, precision)
     y, p = data.targets[labelled], pred["predictions"][labelled]
     metrics = compute_metrics(spec.metrics, y, p)
-    loss = task_loss(spec.kind, torch.from_numpy(pred["logits"][labelled]), torch.from_numpy(y), spec.regression)
+    loss = task_loss(torch.from_numpy(pred["logits"][labelled]), torch.from_numpy(y), spec.regression)
     metrics["val_loss"] = float(loss)
     return {"metrics": metrics, "predictions": pred["predictions"].tolist(), "logits": pred["logits"].tolist()}
-
-
-# ---- LM scoring --------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def continuation_logprobs(
-    model,
-    prefixes: Sequence[Sequence[int]],
-    continuations: Sequence[Sequence[int]],
-    batch_size: int = 32,
-    progress: bool = False,
-    desc: str = "scoring",
-    precision: str = "auto",
-) -> np.ndarray:
-    """Average log-probability per token of each continuation given its prefix (prefix cut from the left to fit)."""
-    model.eval()
-    n_ctx = model.config.n_positions
-    seqs, starts = [], []
-    for pre, cont in zip(prefixes, continuations):
-        cont = list(cont)[-(n_ctx - 1) :]
-        if not cont:
-            raise ValueError("A continuation to score is empty (no tokens).")
-        pre = list(pre)[max(0, len(pre) - (n_ctx - len(cont))) :]
-        if not pre:  # the first token of a text has no context to be predicted from: score the rest
-            pre, cont = cont[:1], cont[1:]
-        seqs.append(pre + cont)
-        starts.append(len(pre))
-    scores = np.full(len(seqs), np.nan)
-    order = np.argsort([len(s) for s in seqs], kind="stable")
-    bar = _bar(len(seqs), desc, progress)
-    with autocast(model.device, precision, model.dtype):
-        for k in range(0, len(order), batch_size):
-            idx = order[k : k + batch_size]
-            T = max(len(seqs[i]) for i in idx)
-            ids = torch.zeros(len(idx), T, dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-            logp = F.log_softmax(model(ids.to(model.device)).logits.float(), dim=-1)
-            for r, i in enumerate(idx):
-                s, e = starts[i], len(seqs[i])
-                if e <= s:
-                    continue
-                tgt = ids[r, s:e].to(logp.device)
-                scores[i] = float(logp[r, s - 1 : e - 1].gather(-1, tgt[:, None]).mean())
-            bar.update(len(idx))
-    bar.close()
-    return scores
-
-
-_continuation_logprobs = continuation_logprobs
-ZERO_SHOT_TASKS = ("sst2", "cola", "race", "rocstories", "dprd")
-
-
-def zero_shot(
-    model,
-    tokenizer,
-    task: str,
-    examples: Sequence[dict],
-    *,
-    calibration: Sequence[dict] | None = None,
-    batch_size: int = 32,
-    progress: bool = False,
-    precision: str = "auto",
-) -> dict[str, Any]:
-    """The paper's §5 heuristics, using the language model alone (no task head, no fine-tuning).
-
-    sst2: append " very" and compare P(positive) with P(negative) for the next token.
-    cola: average token log-prob of the sentence, above a threshold = acceptable; the threshold maximises MCC on
-        `calibration` (labelled examples), or on `examples` themselves when none are given (reported as such).
-    race / rocstories: the answer with the highest average token log-prob given the context (and question).
-    dprd: `sentence` with `_` where the pronoun was; each option substituted, the one giving the rest of the
-        sentence the higher average log-prob wins (Trinh & Le's partial scoring, as the paper).
-    Returns the metrics at top level, the predictions, and the per-example scores. `precision` as the Trainer's
-    ("auto": bf16 autocast where the hardware has it; "fp32" for exact scores).
-    """
-    enc = tokenizer.encode
-
-    def continuation_logprobs(*args, **kw):  # every scoring call below runs at the requested precision
-        return _continuation_logprobs(*args, **kw, precision=precision)
-
-    labels = np.asarray([ex.get("label") if ex.get("label") is not None else -1 for ex in examples])
-    info: dict[str, Any] = {}
-    if task == "sst2":
-        pos, neg = enc("positive"), enc("negative")
-        prompts = [enc(ex["text"] + " very") for ex in examples]
-        if len(pos) == len(neg) == 1:  # GPT-1's vocabulary: one next-token distribution decides
-            logits = _next_token_logits(model, prompts, batch_size, progress, precision)
-            scores = logits[:, pos[0]] - logits[:, neg[0]]
-        else:  # a smaller learned vocabulary splits a word: compare the words' whole log-probabilities
-            both = continuation_logprobs(
-                model, prompts * 2, [pos] * len(prompts) + [neg] * len(prompts), batch_size, progress
-            )
-            scores = both[: len(prompts)] * len(pos) - both[len(prompts) :] * len(neg)
-        preds = (scores > 0).astype(int)
-        metrics = compute_metrics(("accuracy",), labels, preds)
-    elif task == "cola":
-        scores = continuation_logprobs(
-            model, [[]] * len(examples), [enc(ex["text"]) for ex in examples], batch_size, progress, "scoring"
-        )
-        if calibration is not None:
-            c_scores = continuation_logprobs(
-                model,
-                [[]] * len(calibration),
-                [enc(ex["text"]) for ex in calibration],
-                batch_size,
-                progress,
-                "calibrating",
-            )
-            c_labels = np.asarray([ex["label"] for ex in calibration])
-            info["threshold_chosen_on"] = f"calibration split ({len(calibration)} labelled examples)"
-        else:
-            c_scores, c_labels = scores, labels
-            info["threshold_chosen_on"] = "the evaluated examples themselves (optimistic; pass calibration data)"
-        threshold = best_threshold(c_scores, c_labels)
-        info["threshold"] = threshold
-        preds = (scores > threshold).astype(int)
-        metrics = compute_metrics(("mcc", "accuracy"), labels, preds)
-    elif task in ("race", "rocstories"):
-        prefixes, conts, owner = [], [], []
-        for i, ex in enumerate(examples):
-            ctx = enc(ex["context"] + (" " + ex["question"] if ex.get("question") else ""))
-            for c in ex["choices"]:
-                prefixes.append(ctx)
-                conts.append(enc(c))
-                owner.append(i)
-        flat = continuation_logprobs(model, prefixes, conts, batch_size, progress)
-        k = len(examples[0]["choices"])
-        scores = flat.reshape(len(examples), k)
-        preds = scores.argmax(1)
-        metrics = compute_metrics(("accuracy",), labels, preds)
-    elif task == "dprd":
-        prefixes, conts = [], []
-        for ex in examples:
-            if ex["sentence"].count("_") != 1:
-                raise ValueError(
-                    f"dprd: each sentence needs exactly one '_' where the pronoun was; got {ex['sentence']!r}."
-                )
-            before, after = ex["sentence"].split("_")
-            for option in ex["options"]:
-                prefixes.append(enc(before + option))
-                conts.append(enc(after))
-        scores = continuation_logprobs(model, prefixes, conts, batch_size, progress).reshape(len(examples), -1)
-        preds = scores.argmax(1)
-        metrics = compute_metrics(("accuracy",), labels, preds)
-    else:
-        raise ValueError(f"Zero-shot task {task!r} is not one of {', '.join(ZERO_SHOT_TASKS)}.")
-    if (labels < 0).any():  # unlabelled data: predictions only
-        metrics = {}
-    return {**metrics, **info, "predictions": np.asarray(preds).tolist(), "scores": np.asarray(scores).tolist()}
-
-
-def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The cut (midway between neighbouring scores) that maximises Matthews correlation of `score > cut` vs labels."""
-    s = np.sort(np.unique(scores))
-    cuts = np.concatenate([[s[0] - 1.0], (s[1:] + s[:-1]) / 2]) if s.size > 1 else np.array([s[0] - 1.0])
-    if cuts.size > 2000:  # quantiles are plenty to pick a threshold
-        cuts = np.quantile(cuts, np.linspace(0, 1, 2000))
-    best = max(cuts, key=lambda c: matthews_corrcoef(labels, (scores > c).astype(int)))
-    return float(best)
-
-
-@torch.no_grad()
-def _next_token_logits(
-    model, seqs: Sequence[Sequence[int]], batch_size: int, progress: bool, precision: str
-) -> np.ndarray:
-    """Logits of the token after each sequence (left-truncated to the context)."""
-    model.eval()
-    n_ctx = model.config.n_positions
-    seqs = [list(s)[-n_ctx:] for s in seqs]
-    out = np.zeros((len(seqs), model.config.vocab_size), dtype=np.float32)
-    bar = _bar(len(seqs), "scoring", progress)
-    with autocast(model.device, precision, model.dtype):
-        for k in range(0, len(seqs), batch_size):
-            chunk = seqs[k : k + batch_size]
-            T = max(len(s) for s in chunk)
-            ids = torch.zeros(len(chunk), T, dtype=torch.long)
-            for r, s in enumerate(chunk):
-                ids[r, : len(s)] = torch.tensor(s)
-            logits = model(ids.to(model.device)).logits.float()
-            last = torch.tensor([len(s) - 1 for s in chunk], device=logits.device)
-            out[k : k + len(chunk)] = logits[torch.arange(len(chunk), device=logits.device), last].cpu().numpy()
-            bar.update(len(chunk))
-    bar.close()
-    return out
-
-
-# ---- perplexity --------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def perplexity(
-    model,
-    tokenizer,
-    text: str,
-    *,
-    stride: int | None = None,
-    max_length: int | None = None,
-    batch_size: int = 8,
-    progress: bool = False,
-    precision: str = "auto",
-) -> dict[str, float]:
-    """Perplexity (per BPE token) and bits per byte (of the UTF-8 text) with a sliding window.
-
-    Windows of `max_length` tokens (default: the model's context) advance by `stride` tokens (default: half the
-    window) and score only their last `stride` tokens, so every token after the first is predicted exactly once,
-    with at least `max_length - stride` tokens of context (`stride = max_length` means non-overlapping windows that
-    still share one token, so no scored token lacks context). The first token has nothing to be predicted from.
-    """
-    model.eval()
-    max_length = model.config.n_positions if max_length is None else max_length  # 0 is refused below, not defaulted
-    stride = max(1, max_length // 2) if stride is None else stride
-    if not 1 <= max_length <= model.config.n_positions:
-        raise ValueError(f"max_length={max_length} must be in 1..{model.config.n_positions} (the model's context).")
-    if not 1 <= stride <= max_length:
-        raise ValueError(f"stride={stride} must be in 1..{max_length} (the window length).")
-    ids = tokenizer.encode(text)
-    n_bytes = len(text.encode("utf-8"))
-    if len(ids) < 2:
-        raise ValueError(f"The text has {len(ids)} token(s); perplexity needs at least 2.")
-    windows = []  # (begin, end, first scored target position inside the window)
-    new = min(stride, max_length - 1) if max_length > 1 else 1  # keep >= 1 token of context for each scored token
-    prev_end = 1  # position 0 cannot be predicted
-    while prev_end < len(ids):
-        end = min(prev_end + (new if windows else max_length - 1), len(ids))
-        begin = max(0, end - max_length)
-        windows.append((begin, end, prev_end - begin))
-        prev_end = end
-    nll, count = 0.0, 0
-    bar = _bar(len(windows), "perplexity", progress)
-    with autocast(model.device, precision, model.dtype):
-        k = 0
-        while k < len(windows):
-            length = windows[k][1] - windows[k][0]
-            group = [w for w in windows[k : k + batch_size] if w[1] - w[0] == length]
-            x = torch.tensor([ids[b:e] for b, e, _ in group], device=model.device)
-            logp = F.log_softmax(model(x).logits.float(), dim=-1)
-            for r, (b, e, first) in enumerate(group):
-                tgt = x[r, first:]
-                nll -= float(logp[r, first - 1 : -1].gather(-1, tgt[:, None]).sum())
-                count += tgt.numel()
-            k += len(group)
-            bar.update(len(group))
-    bar.close()
-    return {
-        "perplexity": math.exp(nll / count),
-        "bits_per_byte": nll / math.log(2) / n_bytes,
-        "nll_per_token": nll / count,
-        "tokens": len(ids),
-        "scored_tokens": count,
-        "bytes": n_bytes,
-        "windows": len(windows),
-        "max_length": max_length,
-        "stride": stride,
-    }

@@ -1,22 +1,27 @@
-"""The GPT-1 network: causal self-attention (SDPA + KV cache), MLP, post-LN Block, and `GPT` with its tied LM head.
+"""The GPT-1 network, top to bottom: causal self-attention, MLP, post-LN `Block`, and `GPT` with its tied LM head.
 
-Read top to bottom: `KVCache`, `CausalSelfAttention`, `MLP`, `Block`, `GPT`. Module and parameter names follow the
-original release / HF (`tokens_embed`, `h.0.attn.c_attn`, `ln_1` ...) so checkpoints map one-to-one; weights are
-stored as `nn.Linear` (out, in) and transposed from HF's `Conv1D` (in, out) layout by `checkpoint.py`.
+Module and parameter names follow the original release / HF (`tokens_embed`, `h.0.attn.c_attn`, `ln_1` ...) so
+checkpoints map one-to-one; weights are stored as `nn.Linear` (out, in) and transposed from HF's `Conv1D` (in, out)
+layout by `gpt1.checkpoint`. Attention, dropout and the training loss go through `gpt1.kernels`, which picks the
+fastest implementation for the device; the KV cache is `gpt1.model.cache.KVCache`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import gpt1.checkpoint as checkpoint
+import gpt1.kernels as kernels
 from gpt1.config import GPT1Config
-from gpt1.kernels.cpu.attention import causal_attention_dropout
-from gpt1.kernels.cpu.dropout import Dropout
-from gpt1.kernels.cpu.lm_loss import lm_loss, shifted_lm_loss
+from gpt1.model.cache import KVCache
+from gpt1.model.losses import lm_loss
+
+__all__ = ["GPT", "GPTOutput", "KVCache", "Block", "CausalSelfAttention", "MLP", "Dropout", "activation"]
 
 
 def activation(name: str):
@@ -30,55 +35,11 @@ def activation(name: str):
     }[name]
 
 
-class KVCache:
-    """Pre-allocated keys and values of every layer, so decoding one token costs one token's work.
+class Dropout(nn.Dropout):
+    """`nn.Dropout` through `gpt1.kernels.dropout` (same constructor, no parameters: checkpoints are unaffected)."""
 
-    `length` counts the positions already stored (shared by all rows of the batch); `key_mask` (B, capacity) marks
-    which of them are real tokens (False for left padding), so later steps keep ignoring padded keys.
-
-    `dtype` is the model's dtype; the cache (and so the attention over it) is stored in `self.dtype`, which is float32
-    for a bfloat16 model on a CPU: PyTorch's CPU attention kernel for one query over many keys runs 5-8x slower in
-    bf16 than in fp32 (benchmarks/attention_dtype.py), which cost a bf16 decode step up to 40% of its time.
-    """
-
-    def __init__(self, config: GPT1Config, batch_size: int, capacity: int, device, dtype) -> None:
-        if capacity > config.n_positions:
-            raise ValueError(
-                f"KV cache capacity {capacity} exceeds the model's context of {config.n_positions} positions."
-            )
-        if dtype == torch.bfloat16 and torch.device(device).type == "cpu":
-            dtype = torch.float32
-        self.dtype = dtype
-        shape = (batch_size, config.n_head, capacity, config.head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.key_mask: torch.Tensor | None = None
-        self.length = 0
-        self.capacity = capacity
-
-    @property
-    def batch_size(self) -> int:
-        return self.keys[0].shape[0]
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this step's k, v for `layer` after the cached ones; return all keys and values so far."""
-        start, end = self.length, self.length + k.shape[2]
-        self.keys[layer][:, :, start:end] = k
-        self.values[layer][:, :, start:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows `index` (in that order): beam search re-ranks hypotheses between steps, sampling copies prompts."""
-        if index.shape[0] == self.batch_size:  # same batch size: copy only the filled positions, in place
-            n = self.length
-            for cache in (self.keys, self.values):
-                for t in cache:
-                    t[:, :, :n] = t[:, :, :n].index_select(0, index)
-        else:
-            self.keys = [k.index_select(0, index) for k in self.keys]
-            self.values = [v.index_select(0, index) for v in self.values]
-        if self.key_mask is not None:
-            self.key_mask = self.key_mask.index_select(0, index)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.dropout(x, self.p, self.training)
 
 
 class CausalSelfAttention(nn.Module):
@@ -104,20 +65,10 @@ class CausalSelfAttention(nn.Module):
         past = 0
         if cache is not None:
             past = cache.length
-            q = q.to(cache.dtype)
             k, v = cache.append(layer, k, v)
-        if self.training and self.attn_pdrop > 0 and x.device.type == "cpu" and cache is None:
-            # CPU SDPA has no fused kernel with dropout; this keeps training memory and time down (see module).
-            y = causal_attention_dropout(q, k, v, self.attn_pdrop, attn_mask)
-        else:
-            # is_causal aligns the triangle top-left, which is only right when there is no past.
-            is_causal = attn_mask is None and past == 0 and T > 1
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_pdrop if self.training else 0.0, is_causal=is_causal
-            )
+        dropout_p = self.attn_pdrop if self.training else 0.0
+        y = kernels.attention(q, k, v, attn_mask, dropout_p, past)
         y = y.transpose(1, 2).reshape(B, T, C)
-        if cache is not None:  # back from the cache's dtype (not under autocast, where c_proj takes bf16 as it is)
-            y = y.to(x.dtype)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -215,30 +166,14 @@ class GPT(nn.Module):
         self.lm_head.weight = self.tokens_embed.weight
         self.config.vocab_size = new_size
 
-    # ---- weight layout for decoding --------------------------------------------------------------
-    def use_decode_layout(self) -> None:
-        """Store the weight matrices the way one-token decoding steps run fastest on this device and dtype.
-
-        On a CPU in float32, MKL streams a matrix stored (in, out) — HF's Conv1D layout — about 25% faster for a
-        one-row input than PyTorch's usual (out, in): a `gpt1` decode step goes from ~43 to ~31 ms (benchmarks/
-        generate.py). Only the memory order changes (`p.data = p.data.t().contiguous().t()`): shapes, values, logits
-        and the tie between embedding and LM head stay as they are. bf16 and GPUs keep the usual order, and
-        `train()` restores it, since training runs fastest with it.
-        """
-        self._set_transposed_storage(self.device.type == "cpu" and self.dtype == torch.float32 and not self.training)
-
-    def _set_transposed_storage(self, transposed: bool) -> None:
-        if transposed == getattr(self, "_transposed_storage", False):
-            return
-        with torch.inference_mode(False), torch.no_grad():  # normal tensors even when called while decoding
-            for p in self.parameters():
-                if p.dim() == 2 and p is not self.positions_embed.weight:  # a decode step reads one position row
-                    p.data = p.data.t().contiguous().t() if transposed else p.data.contiguous()
-        self._transposed_storage = transposed
+    # ---- weight layout -------------------------------------------------------------------------
+    def _matrices(self) -> list[nn.Parameter]:
+        """The weight matrices a decode step streams through (a step reads one row of the position table)."""
+        return [p for p in self.parameters() if p.dim() == 2 and p is not self.positions_embed.weight]
 
     def train(self, mode: bool = True) -> GPT:
         if mode:
-            self._set_transposed_storage(False)
+            kernels.prepare_training(self._matrices())
         return super().train(mode)
 
     # ---- forward -------------------------------------------------------------------------------
@@ -259,7 +194,7 @@ class GPT(nn.Module):
         position_ids: (B, T); default `past + arange(T)` (generation with left padding passes per-row positions).
         cache: a `KVCache` to read past keys from and append this call's keys to.
         logits_to_keep: if > 0, compute logits only for the last that many positions (decoding needs one).
-        return_logits: False (training) computes the loss without the (B, T, vocab) logits (see `lm_loss.py`).
+        return_logits: False (training) computes the loss without the (B, T, vocab) logits (`kernels.lm_loss`).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, seq_len); got {tuple(input_ids.shape)}.")
@@ -272,6 +207,8 @@ class GPT(nn.Module):
                 f"Sequence of {past + T} tokens is longer than the model's context of "
                 f"{self.config.n_positions} positions; shorten the input (or truncate from the left)."
             )
+        if cache is not None and not self.training:
+            kernels.prepare_decoding(self.lm_head.weight, self._matrices)  # nothing to do after the first step
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
         x = self.drop(self.tokens_embed(input_ids) + self.positions_embed(position_ids))
@@ -285,7 +222,7 @@ class GPT(nn.Module):
 
         hidden = x
         if labels is not None and not return_logits:
-            return GPTOutput(loss=shifted_lm_loss(x, self.lm_head.weight, labels), hidden_states=hidden, cache=cache)
+            return GPTOutput(loss=kernels.lm_loss(x, self.lm_head.weight, labels), hidden_states=hidden, cache=cache)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = self.lm_head(x)
@@ -294,24 +231,22 @@ class GPT(nn.Module):
 
     @staticmethod
     def _attention_bias(attention_mask, cache, B, T, past, dtype) -> torch.Tensor | None:
-        """Additive (B, 1, T, past+T) bias: 0 where a query may look, the dtype's minimum elsewhere; None if causal suffices.
+        """Additive (B, 1, T, past+T) bias: 0 where a query may look, the dtype's minimum elsewhere; None if causal
+        attention suffices.
 
         A float bias (not a boolean mask) keeps rows that see no real key — queries on left padding — finite,
         as in HF, instead of NaN.
         """
+        key_mask = None
         if attention_mask is not None:
             key_mask = attention_mask.bool()
             if key_mask.shape != (B, past + T):
                 raise ValueError(
                     f"attention_mask must have shape (batch, past + seq_len) = {(B, past + T)}; got {tuple(key_mask.shape)}."
                 )
-            if cache is not None:
-                if cache.key_mask is None:
-                    cache.key_mask = torch.ones(B, cache.capacity, dtype=torch.bool, device=key_mask.device)
-                cache.key_mask[:, : past + T] = key_mask
-        elif cache is not None and cache.key_mask is not None:
-            key_mask = cache.key_mask[:, : past + T]  # padding remembered from the prefill
-        else:
+        if cache is not None:
+            key_mask = cache.update_key_mask(key_mask, past + T)  # padding given at the prefill holds for later steps
+        if key_mask is None:
             return None  # no padding anywhere: plain causal attention
         if T == 1 and bool(key_mask.all()):
             return None
@@ -322,24 +257,23 @@ class GPT(nn.Module):
         bias.masked_fill_(~allowed, torch.finfo(dtype).min)
         return bias.unsqueeze(1)
 
-    # ---- generation (implemented in generation.py) ------------------------------------------------------
+    # ---- generation (in gpt1.inference) ------------------------------------------------------------
     def generate(self, input_ids, attention_mask=None, **kwargs):
-        """Greedy / sampling / beam-search continuation on the KV cache; see `gpt1.inference.generate.generate` for arguments
-        (HF's names: max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, eos_token_id, seed ...)."""
-        from gpt1.inference.generate import generate
+        """Greedy / sampling / beam-search continuation on the KV cache: `gpt1.inference.generate.generate` (HF's
+        argument names: max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, eos_token_id, seed ...)."""
+        from gpt1.inference.generate import generate  # a convenience: inference builds on the model, not the reverse
 
         return generate(self, input_ids, attention_mask, **kwargs)
 
-    # ---- checkpoints (implemented in checkpoint.py) ----------------------------------------------
+    # ---- checkpoints (files in checkpoint.py) ----------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path, dtype: torch.dtype | None = None, device=None) -> GPT:
-        """Load from an HF model dir, an OpenAI npy release dir, a gpt1 run dir, or a hub id."""
-        from gpt1.checkpoint import load_model
+        """Load from an HF model dir, an OpenAI npy release dir, a gpt1 run dir, or a hub id (in eval mode)."""
+        config, state, path = checkpoint.read(name_or_path)
+        model = cls(config)
+        checkpoint.load_into(model, state, source=path)
+        return model.to(dtype=dtype, device=device).eval()
 
-        return load_model(name_or_path, dtype=dtype, device=device)
-
-    def save_pretrained(self, out_dir, tokenizer=None) -> None:
+    def save_pretrained(self, out_dir, tokenizer=None) -> Path:
         """Write `config.json` + `model.safetensors` (+ tokenizer files) that HF's OpenAIGPTLMHeadModel loads."""
-        from gpt1.checkpoint import save_model
-
-        save_model(self, out_dir, tokenizer=tokenizer)
+        return checkpoint.write(out_dir, self.config, self.state_dict(), tokenizer=tokenizer)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt1.model.gpt import GPT
+from gpt1.model.losses import task_loss
 
 
 @dataclass
@@ -167,13 +168,6 @@ def sequence_lm_loss(
     return per_seq / target_mask.sum(1).clamp(min=1).to(per_seq.dtype)
 
 
-def task_loss(kind: str, logits: torch.Tensor, targets: torch.Tensor, regression: bool = False) -> torch.Tensor:
-    """Mean over examples: cross-entropy over classes or choices, or squared error for a regression (STS-B)."""
-    if regression:
-        return F.mse_loss(logits.float(), targets.float())
-    return F.cross_entropy(logits.float(), targets)
-
-
 def finetune_loss(
     model, batch: dict, kind: str, lm_coef: float = 0.5, regression: bool = False
 ) -> tuple[torch.Tensor, dict]:
@@ -181,7 +175,7 @@ def finetune_loss(
     the mean over all sequences (every choice, both orders) of each sequence's own mean token loss. `lm_coef=0` skips
     the LM head entirely. Returns the loss and its parts (detached) for logging."""
     out = task_forward(model, kind, batch["input_ids"], batch["extract_positions"])
-    t_loss = task_loss(kind, out.logits, batch["targets"], regression)
+    t_loss = task_loss(out.logits, batch["targets"], regression)
     parts = {"task_loss": t_loss.detach()}
     if lm_coef:
         l_loss = sequence_lm_loss(model, out.hidden_states, batch["input_ids"], batch["attention_mask"]).mean()
@@ -190,7 +184,7 @@ def finetune_loss(
     return t_loss, parts
 
 
-def predictions(kind: str, logits: torch.Tensor, regression: bool = False) -> torch.Tensor:
+def predictions(logits: torch.Tensor, regression: bool = False) -> torch.Tensor:
     """Predicted class / choice ids, or the regression scores themselves."""
     return logits.float() if regression else logits.argmax(-1)
 

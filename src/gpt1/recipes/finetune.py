@@ -1,5 +1,5 @@
 """The paper's second stage: discriminative fine-tuning with the input transformations and the auxiliary LM loss
-(`finetune`), and evaluation of fine-tuned or plain language models (`evaluate`), behind `gpt1 finetune/evaluate`.
+(`finetune`), behind `gpt1 finetune`; `evaluate` lives in gpt1.evaluation.evaluate.
 
 Defaults are the paper's (§4.1): lr 6.25e-5, batch 32, 3 epochs, linear warmup over 0.2% of training then linear
 decay to 0, classifier dropout 0.1, λ = 0.5, global gradient clipping 1.0, weight decay 0.01 on matrices.
@@ -7,193 +7,213 @@ decay to 0, classifier dropout 0.1, λ = 0.5, global gradient clipping 1.0, weig
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from gpt1.data.tasks import (
     TASKS,
-    TaskBatchSource,
     TaskSpec,
-    add_special_tokens,
-    encode_examples,
+    column_options,
     get_task,
     infer_labels,
     normalize_labels,
     read_task,
     split_validation,
 )
+from gpt1.data.transforms import TaskBatchSource, add_special_tokens, encode_examples
+from gpt1.loading import load, model_source
+from gpt1.training.config import Config, RunOptions, TrainConfig, check_positive, like, name_list, setting
 
-DEFAULT_TOKENIZER = "openai-community/openai-gpt"
-
-
-def _load_model_and_tokenizer(model: str | None, preset: str | None, tokenizer, model_overrides: dict | None):
-    from gpt1.config import GPT1Config
-    from gpt1.model.gpt import GPT
-    from gpt1.tokenizer.bpe import Tokenizer
-
-    if (model is None) == (preset is None):
-        raise ValueError("Give exactly one of model (weights to start from) and preset (random weights).")
-    if model is not None:
-        net = GPT.from_pretrained(model)
-        tok = tokenizer if not isinstance(tokenizer, (str, Path)) and tokenizer is not None else None
-        if tok is None:
-            tok = Tokenizer.from_pretrained(tokenizer or model)
-    else:
-        net = GPT(GPT1Config.from_preset(preset, **(model_overrides or {})))
-        tok = tokenizer if tokenizer is not None and not isinstance(tokenizer, (str, Path)) else None
-        if tok is None:
-            tok = Tokenizer.from_pretrained(tokenizer or DEFAULT_TOKENIZER)
-    return net, tok
+COLUMNS_GROUP = "columns of your own data (generic tasks: classification, entailment, similarity, multiple-choice)"
+# The paper's fine-tuning recipe (§4.1), also the default of `finetune_lm` and `demo` for pre-trained weights.
+PAPER_LR, PAPER_WARMUP, PAPER_EPOCHS = 6.25e-5, 0.002, 3.0
 
 
-def _columns(kw: dict) -> dict:
-    keys = ("text_column", "text_pair_column", "context_column", "question_column", "choice_columns", "label_column")
-    return {k: kw[k] for k in keys if kw.get(k) is not None}
+@dataclass(kw_only=True)
+class TaskColumns(Config):
+    """Where a generic task's fields are in the user's own table (None: the reader's default column)."""
+
+    label: ClassVar[str] = "column"
+
+    text_column: str | None = setting(
+        None, "text (classification), premise or first text (default text)", group=COLUMNS_GROUP
+    )
+    text_pair_column: str | None = setting(None, "hypothesis or second text (default text_pair)", group=COLUMNS_GROUP)
+    context_column: str | None = setting(None, "multiple choice: the context (default context)", group=COLUMNS_GROUP)
+    question_column: str | None = setting(
+        None, "multiple choice: a question appended to the context (optional)", group=COLUMNS_GROUP
+    )
+    choice_columns: tuple[str, ...] | None = setting(
+        None,
+        "multiple choice: comma-separated answer columns, or one list column (default choices)",
+        type=name_list,
+        group=COLUMNS_GROUP,
+    )
+    label_column: str | None = setting(
+        None, "the label: class name/id, score, or answer index (default label)", group=COLUMNS_GROUP
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.choice_columns, str):
+            self.choice_columns = name_list(self.choice_columns)
+        elif self.choice_columns is not None:
+            self.choice_columns = tuple(self.choice_columns)
 
 
-def finetune(
-    task: str,
-    data: Any = None,
-    out: str | Path = "runs/finetune",
-    *,
-    model: str | None = None,
-    preset: str | None = None,
-    tokenizer: Any = None,
-    val_data: Any = None,
-    val_fraction: float = 0.1,
-    epochs: float | None = 3.0,
-    max_steps: int | None = None,
-    batch_size: int = 32,
-    lr: float = 6.25e-5,
-    lm_coef: float = 0.5,
-    warmup_fraction: float = 0.002,
-    schedule: str = "linear",
-    weight_decay: float = 0.01,
-    grad_clip: float = 1.0,
-    clf_dropout: float = 0.1,
-    eval_every: int | None = None,
-    save_every: int | None = None,
-    log_every: int = 10,
-    eval_batch_size: int = 64,
-    max_train: int | None = None,
-    max_val: int | None = None,
-    seed: int = 42,
-    precision: str = "auto",
-    device: str = "auto",
-    compile: bool = False,
-    resume: str | None = None,
-    progress: bool = True,
-    num_proc: int = 1,
-    model_overrides: dict | None = None,
-    **columns: Any,
-) -> dict:
+@dataclass(kw_only=True)
+class FinetuneConfig(RunOptions):
+    """Every setting of a fine-tuning run (`gpt1 finetune`); the defaults are the paper's."""
+
+    label: ClassVar[str] = "finetune"
+
+    task: str = setting(
+        help=f"one of: {', '.join(TASKS)}; or your own data: classification, entailment, similarity, multiple-choice"
+    )
+    model: str | None = setting(
+        None,
+        "pre-trained weights: model/run dir or hub id (e.g. openai-community/openai-gpt)",
+        exclusive="weights",
+        required=True,
+    )
+    preset: str | None = setting(
+        None, "random weights of a preset (gpt1, small, mini, tiny): no pre-training", exclusive="weights"
+    )
+    model_overrides: dict = setting(factory=dict, help="GPT1Config fields on top of the preset", cli=False)
+    data: str | None = setting(None, "task file or folder (GLUE's SST-2/ ...); default: the task's hub dataset")
+    val_data: str | None = setting(
+        None, "validation file (default: the folder's dev split, else --val-fraction of train)"
+    )
+    val_fraction: float = setting(0.1, "share of train held out when there is no dev split")
+    out: str = setting("runs/finetune", "the run dir", required=True)
+    tokenizer: str | None = setting(None, "tokenizer dir or hub id (default: the model's)")
+    epochs: float | None = setting(PAPER_EPOCHS, "passes over the training data")
+    max_steps: int | None = setting(None, "optimizer steps instead of --epochs")
+    batch_size: int = setting(32, "examples per step")
+    lr: float = like(TrainConfig, "lr", default=PAPER_LR)
+    lm_coef: float = setting(0.5, "weight λ of the auxiliary LM loss; 0 = off")
+    warmup_fraction: float = setting(PAPER_WARMUP, "linear warmup share of training")
+    schedule: str = like(TrainConfig, "schedule", default="linear")
+    weight_decay: float = like(TrainConfig, "weight_decay")
+    grad_clip: float = like(TrainConfig, "grad_clip")
+    clf_dropout: float = setting(0.1, "dropout before the task head")
+    eval_every: int | None = setting(None, "steps between validations (default: once per epoch)")
+    save_every: int | None = setting(None, "steps between checkpoints (default: as --eval-every)")
+    log_every: int = like(TrainConfig, "log_every")
+    eval_batch_size: int = setting(64, "examples per validation batch")
+    max_train: int | None = setting(None, "use at most this many training examples (seeded sample)")
+    max_val: int | None = setting(None, "use at most this many validation examples (seeded sample)")
+    seed: int = setting(42, "seed of the split, data order, head init and dropout")
+    columns: TaskColumns = setting(factory=TaskColumns, help="columns of the user's own data")
+
+    def __post_init__(self) -> None:
+        self.out = str(self.out)
+        self.data, self.val_data = _str(self.data), _str(self.val_data)
+        if isinstance(self.columns, dict):
+            self.columns = TaskColumns(**self.columns)
+        check_positive(self, "max_steps", "batch_size", "eval_every", "save_every", "log_every", "num_proc")
+        if self.lm_coef < 0:
+            raise ValueError(f"lm_coef={self.lm_coef} must be >= 0 (0 turns the auxiliary LM loss off).")
+        if not 0 <= self.clf_dropout < 1:
+            raise ValueError(f"clf_dropout={self.clf_dropout} must be in [0, 1).")
+
+
+def finetune(task: str, data: Any = None, out: str | Path = FinetuneConfig.out, **settings: Any) -> dict:
     """Fine-tune `model` (weights dir / hub id) or a fresh `preset` on `task`, writing the run to `out`.
 
     `data` is a file or task folder (or None: the task's hub dataset). Validation is `val_data`, else the folder's
     dev split, else a seeded `val_fraction` of the training examples. The best validation score by the task's main
-    metric (accuracy, MCC for CoLA, F1 for MRPC/QQP, Pearson for STS-B) is kept in `out/best`. Column options for the
-    generic tasks: text_column, text_pair_column, context_column, question_column, choice_columns, label_column.
-    Returns the final metrics with `best` (the best main-metric value) and `run_dir`.
+    metric (accuracy, MCC for CoLA, F1 for MRPC/QQP, Pearson for STS-B) is kept in `out/best`. `settings`: the
+    fields of `FinetuneConfig`, the column options (text_column, ..., label_column) among them; `tokenizer` may
+    also be a loaded `Tokenizer`. Returns the final metrics with `best` (the best main-metric value) and `run_dir`.
     """
+    tokenizer = settings.get("tokenizer")
+    if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
+        settings["tokenizer"] = None  # a Tokenizer object: used as is, not a setting that can be saved
+    else:
+        tokenizer = None
+    config = FinetuneConfig.from_flat({"task": task, "data": data, "out": out, **settings})
+    return run_finetune(config, tokenizer=tokenizer)
+
+
+def run_finetune(config: FinetuneConfig, *, tokenizer: Any = None) -> dict:
+    """Fine-tune as `config` says (`tokenizer`: a loaded `Tokenizer` instead of `config.tokenizer`)."""
     from gpt1.evaluation.tasks import evaluate_task
     from gpt1.model.heads import add_task_head, finetune_loss
-    from gpt1.training.trainer import TrainConfig, Trainer
+    from gpt1.training.trainer import Trainer
 
-    unknown = sorted(
-        set(columns)
-        - {"text_column", "text_pair_column", "context_column", "question_column", "choice_columns", "label_column"}
-    )
-    if unknown:
-        raise TypeError(f"finetune() got unknown argument(s) {', '.join(unknown)}.")
-    if lm_coef < 0:
-        raise ValueError(f"lm_coef={lm_coef} must be >= 0 (0 turns the auxiliary LM loss off).")
-    if not 0 <= clf_dropout < 1:
-        raise ValueError(f"clf_dropout={clf_dropout} must be in [0, 1).")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1.")
-    spec = get_task(task)
-    cols = _columns(columns)
-    train_ex = read_task(spec, data, "train", **cols)
+    c = config
+
+    spec = get_task(c.task)
+    cols = column_options(c.columns.to_dict())
+    train_ex = read_task(spec, c.data, "train", **cols)
     val_ex = None
-    if val_data is not None:
-        val_ex = read_task(spec, val_data, "validation", **cols)
-    elif spec.name in TASKS and (data is None or Path(data).is_dir()):
+    if c.val_data is not None:
+        val_ex = read_task(spec, c.val_data, "validation", **cols)
+    elif spec.name in TASKS and (c.data is None or Path(c.data).is_dir()):
         try:
-            val_ex = read_task(spec, data, "validation", **cols)
+            val_ex = read_task(spec, c.data, "validation", **cols)
         except (FileNotFoundError, ValueError):
             val_ex = None  # no dev split there: carve one out of train below
     spec = infer_labels(spec, train_ex)
-    normalize_labels(spec, train_ex, str(data))
+    normalize_labels(spec, train_ex, str(c.data))
     if val_ex is None:
-        tr, va = split_validation(len(train_ex), val_fraction, seed)
+        tr, va = split_validation(len(train_ex), c.val_fraction, c.seed)
         val_ex = [train_ex[i] for i in va]
         train_ex = [train_ex[i] for i in tr]
-        val_source = f"{len(val_ex)} examples ({val_fraction:g}) held out of the training data, seed {seed}"
+        val_source = f"{len(val_ex)} examples ({c.val_fraction:g}) held out of the training data, seed {c.seed}"
     else:
-        normalize_labels(spec, val_ex, str(val_data or data))
+        normalize_labels(spec, val_ex, str(c.val_data or c.data))
         val_source = f"{len(val_ex)} examples of the validation split"
-    rng = np.random.default_rng(seed + 1)
-    if max_train is not None and max_train < len(train_ex):
-        train_ex = [train_ex[i] for i in np.sort(rng.choice(len(train_ex), max_train, replace=False))]
-    if max_val is not None and max_val < len(val_ex):
-        val_source = f"a seeded sample of {max_val} of the {val_source}"
-        val_ex = [val_ex[i] for i in np.sort(rng.choice(len(val_ex), max_val, replace=False))]
+    rng = np.random.default_rng(c.seed + 1)
+    if c.max_train is not None and c.max_train < len(train_ex):
+        train_ex = [train_ex[i] for i in np.sort(rng.choice(len(train_ex), c.max_train, replace=False))]
+    if c.max_val is not None and c.max_val < len(val_ex):
+        val_source = f"a seeded sample of {c.max_val} of the {val_source}"
+        val_ex = [val_ex[i] for i in np.sort(rng.choice(len(val_ex), c.max_val, replace=False))]
 
-    net, tok = _load_model_and_tokenizer(model, preset, tokenizer, model_overrides)
-    sp = add_special_tokens(tok, net)
+    net, tok = load(
+        model_source(c.model, c.preset),
+        tokenizer if tokenizer is not None else c.tokenizer,
+        **(c.model_overrides or {}),
+    )
+    sp = add_special_tokens(tok)
+    net.resize_token_embeddings(max(net.config.vocab_size, len(tok)))  # rows for the new tokens
     add_task_head(net, spec.num_labels)
-    net.config.summary_first_dropout = clf_dropout
+    net.config.summary_first_dropout = c.clf_dropout
     net.config.extra["task"] = task_info(spec)
     n_ctx = net.config.n_positions
-    train = encode_examples(train_ex, spec, tok, sp, n_ctx, num_proc=num_proc, progress=progress)
-    val = encode_examples(val_ex, spec, tok, sp, n_ctx, num_proc=num_proc, progress=progress)
-    source = TaskBatchSource(train, batch_size, seed=seed)
+    train = encode_examples(train_ex, spec, tok, sp, n_ctx, num_proc=c.num_proc, progress=c.progress)
+    val = encode_examples(val_ex, spec, tok, sp, n_ctx, num_proc=c.num_proc, progress=c.progress)
+    source = TaskBatchSource(train, c.batch_size, seed=c.seed)
 
     spe = source.steps_per_epoch
-    cfg = TrainConfig(
-        lr=lr,
+    cfg = TrainConfig.from_recipe(
+        c,
         warmup_steps=None,
-        warmup_fraction=warmup_fraction,
-        schedule=schedule,
-        weight_decay=weight_decay,
-        grad_clip=grad_clip,
-        max_steps=max_steps,
-        epochs=None if max_steps is not None else epochs,
-        eval_every=eval_every or spe,
-        save_every=save_every or eval_every or spe,
+        epochs=None if c.max_steps is not None else c.epochs,
+        eval_every=c.eval_every or spe,
+        save_every=c.save_every or c.eval_every or spe,
         keep_last=1,
-        log_every=log_every,
-        seed=seed,
-        precision=precision,
-        compile=compile,
         best_metric=spec.main_metric,
         best_mode="max",
-        device=device,
-        progress=progress,
     )
     kind, regression = spec.kind, spec.regression
 
     def loss_fn(m, batch):
-        loss, _ = finetune_loss(m, batch, kind, lm_coef, regression)
+        loss, _ = finetune_loss(m, batch, kind, c.lm_coef, regression)
         return loss, batch["targets"].shape[0]  # the Trainer averages over examples
 
     def evaluate_fn(m):
-        return evaluate_task(m, val, eval_batch_size)["metrics"]
+        return evaluate_task(m, val, c.eval_batch_size)["metrics"]
 
-    run_config = {
-        "task": spec.name,
+    resolved = {
+        "recipe": "finetune",
         "kind": kind,
         "num_labels": spec.num_labels,
-        "data": _str(data),
-        "val_data": _str(val_data),
         "validation": val_source,
-        "model": model,
-        "preset": preset,
-        "lm_coef": lm_coef,
-        "batch_size": batch_size,
-        "clf_dropout": clf_dropout,
         "train_examples": len(train),
         "val_examples": len(val),
         "special_tokens": sp.__dict__,
@@ -201,9 +221,17 @@ def finetune(
         "model_config": net.config.to_hf_dict(),
     }
     trainer = Trainer(
-        net, cfg, source, out, loss_fn=loss_fn, evaluate_fn=evaluate_fn, tokenizer=tok, run_config=run_config
+        net,
+        cfg,
+        source,
+        c.out,
+        loss_fn=loss_fn,
+        evaluate_fn=evaluate_fn,
+        tokenizer=tok,
+        run_config=c.to_dict(),
+        resolved=resolved,
     )
-    result = trainer.fit(resume=resume)
+    result = trainer.fit(resume=c.resume)
     result["main_metric"] = spec.main_metric
     result["validation"] = val_source
     return result
@@ -221,133 +249,3 @@ def task_info(spec: TaskSpec) -> dict:
 
 def _str(x):
     return None if x is None else str(x) if isinstance(x, (str, Path)) else [str(v) for v in x]
-
-
-def evaluate(
-    model: Any,
-    task: str | None = None,
-    data: Any = None,
-    *,
-    split: str = "validation",
-    zero_shot: str | None = None,
-    perplexity: str | Path | None = None,
-    tokenizer: Any = None,
-    calibration_data: Any = None,
-    batch_size: int = 32,
-    stride: int | None = None,
-    max_length: int | None = None,
-    max_examples: int | None = None,
-    progress: bool = True,
-    device: str | None = None,
-    **columns: Any,
-) -> dict[str, Any]:
-    """Evaluate `model` (a path/hub id or a loaded `GPT`) in one of three ways, returning metrics at the top level:
-
-    - fine-tuned task (default): `task` (default: the one saved with the model) on `data` → metrics + predictions;
-    - `zero_shot="sst2"|"cola"|"race"|"rocstories"|"dprd"`: the paper's §5 heuristics with the LM alone on `data`
-      (for cola, `calibration_data` is the labelled split the threshold is chosen on);
-    - `perplexity=FILE`: sliding-window perplexity and bits per byte of the file's text (`stride`, `max_length`).
-    """
-    from gpt1.evaluation.tasks import evaluate_task
-    from gpt1.evaluation.tasks import perplexity as _perplexity
-    from gpt1.model.gpt import GPT
-    from gpt1.tokenizer.bpe import Tokenizer
-
-    if sum(x is not None for x in (zero_shot, perplexity)) > 1:
-        raise ValueError("Choose one of zero_shot and perplexity, not both.")
-    net = model if isinstance(model, GPT) else GPT.from_pretrained(model)
-    if device is not None:
-        net.to(device)
-    if tokenizer is None or isinstance(tokenizer, (str, Path)):
-        if tokenizer is None and isinstance(model, GPT):
-            raise ValueError("Pass the tokenizer when the model is given as an object.")
-        tokenizer = Tokenizer.from_pretrained(tokenizer or model)
-    if perplexity is not None:
-        from gpt1.data.readers import read_text_file
-
-        return _perplexity(
-            net,
-            tokenizer,
-            read_text_file(perplexity),
-            stride=stride,
-            max_length=max_length,
-            batch_size=batch_size,
-            progress=progress,
-        )
-    cols = _columns(columns)
-    if zero_shot is not None:
-        return _zero_shot_eval(
-            net, tokenizer, zero_shot, data, split, calibration_data, batch_size, max_examples, progress, cols
-        )
-    saved = net.config.extra.get("task") or {}
-    task = task or saved.get("name")
-    if task is None:
-        raise ValueError("The model was not fine-tuned on a task (no task in its config.json); name one with --task.")
-    if net.task_head is None:
-        raise ValueError(
-            f"The model has no task head; fine-tune it first (gpt1 finetune --task {task}) "
-            "or use --zero-shot / --perplexity."
-        )
-    spec = get_task(task, num_labels=saved.get("num_labels"), label_names=saved.get("label_names"))
-    if spec.num_labels != net.task_head.out_features:
-        raise ValueError(
-            f"Task {task!r} needs a head of {spec.num_labels} outputs; this model's has {net.task_head.out_features}."
-        )
-    examples = read_task(spec, data, split, **cols)
-    normalize_labels(spec, examples, str(data))
-    if max_examples is not None:
-        examples = examples[:max_examples]
-    sp = add_special_tokens(tokenizer, net)
-    encoded = encode_examples(examples, spec, tokenizer, sp, net.config.n_positions, progress=progress)
-    res = evaluate_task(net, encoded, batch_size=batch_size, progress=progress)
-    out: dict[str, Any] = {**res["metrics"], "task": spec.name, "examples": len(encoded)}
-    preds = res["predictions"]
-    if spec.label_names:
-        out["predictions"] = [spec.label_names[p] for p in preds]
-    else:
-        out["predictions"] = preds
-    return out
-
-
-def _zero_shot_eval(net, tok, name, data, split, calibration_data, batch_size, max_examples, progress, cols) -> dict:
-    from gpt1.evaluation.tasks import ZERO_SHOT_TASKS, zero_shot
-
-    if name not in ZERO_SHOT_TASKS:
-        raise ValueError(f"Zero-shot task {name!r} is not one of {', '.join(ZERO_SHOT_TASKS)}.")
-    examples = read_zero_shot(name, data, split, **cols)
-    if max_examples is not None:
-        examples = examples[:max_examples]
-    calib = read_zero_shot(name, calibration_data, "train", **cols) if calibration_data is not None else None
-    res = zero_shot(net, tok, name, examples, calibration=calib, batch_size=batch_size, progress=progress)
-    return {**res, "task": name, "zero_shot": True, "examples": len(examples)}
-
-
-def read_zero_shot(name: str, data: Any, split: str = "validation", **cols: Any) -> list[dict]:
-    """Examples for a zero-shot task; dprd/Winograd files are CSV/JSONL rows with `sentence` (one `_` where the
-    pronoun was), `option1`, `option2` and `answer` (1 or 2), WinoGrande's format."""
-    if name == "dprd":
-        from gpt1.data.readers import load_records, require_column
-
-        if data is None:
-            raise ValueError("Zero-shot dprd needs --data: a CSV/JSONL file with sentence, option1, option2, answer.")
-        ds = load_records(str(data), split=split)
-        for c in ("sentence", "option1", "option2"):
-            require_column(ds, c, data)
-        return [
-            {
-                "sentence": r["sentence"],
-                "options": [r["option1"], r["option2"]],
-                "label": int(r["answer"]) - 1 if r.get("answer") not in (None, "") else None,
-            }
-            for r in ds
-        ]
-    spec = get_task(name)
-    source = data
-    if (
-        data is not None
-        and Path(data).is_dir()
-        and not any((Path(data) / f).exists() for f in spec.files.get(split, ()))
-    ):
-        split = "train"  # a folder with only a train split (e.g. the local GLUE copies)
-    examples = read_task(spec, source, split, **cols)
-    return normalize_labels(spec, examples, str(data))

@@ -1,22 +1,25 @@
 """The pre-training recipe: corpus → token shards → random 512-token blocks → `Trainer` (the paper's first stage).
 
-`pretrain(**settings)` is what `gpt1 pretrain` runs in every process; `PRETRAIN_DEFAULTS` lists its settings with
-their defaults (the paper's: batch 64 × 512 tokens, cosine to 0; peak lr and warmup by the model's depth, the
-paper's 2.5e-4 and 2000 steps for the 12-layer `gpt1`: shallower CPU presets learn faster at a higher lr).
+`run_pretrain(PretrainConfig(...))` is what `gpt1 pretrain` runs in every process (`pretrain(**settings)` is the same
+with keyword settings). `PretrainConfig` holds every setting and its default (the paper's: batch 64 × 512 tokens,
+cosine to 0; peak lr and warmup by the model's depth, the paper's 2.5e-4 and 2000 steps for the 12-layer `gpt1`:
+shallower CPU presets learn faster at a higher lr).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from gpt1.config import GPT1Config, scratch_lr
+from gpt1.config import DEFAULT_TOKENIZER, SCRATCH_LR, GPT1Config, scratch_lr
 from gpt1.data.corpus import (
     EOT_TOKEN,
     BlockSampler,
@@ -27,78 +30,109 @@ from gpt1.data.corpus import (
     unigram_entropy,
     val_batches,
 )
+from gpt1.evaluation.perplexity import evaluate_lm
+from gpt1.loading import load_model, load_tokenizer, model_source
 from gpt1.model.gpt import GPT
 from gpt1.runtime import dist_env
+from gpt1.tokenizer.bpe import Tokenizer
+from gpt1.training.config import RunOptions, TrainConfig, default_of, int_like, like, setting, show_number
 from gpt1.training.plateau import PlateauGuard
-from gpt1.training.trainer import TrainConfig, Trainer, evaluate_lm
+from gpt1.training.trainer import Trainer
 
-DEFAULT_TOKENIZER = "openai-community/openai-gpt"
+logger = logging.getLogger(__name__)
+_GPT1_LR, _GPT1_WARMUP = SCRATCH_LR["gpt1"]
 
-PRETRAIN_DEFAULTS: dict[str, Any] = {
-    "data": None,  # files / folders / a hub dataset name / a prepared corpus dir
-    "out": None,  # the run dir
-    "preset": None,  # a GPT1Config preset name, or
-    "model": None,  # weights to continue from (dir or hub id)
-    "model_overrides": {},  # GPT1Config fields on top of the preset (e.g. {"n_positions": 256, "resid_pdrop": 0.0})
-    "tokenizer": None,  # default: the model's, else a prepared corpus's own, else GPT-1's
-    "batch_tokens": 32768,  # global batch: 64 sequences of 512 tokens, as in the paper
-    "micro_batch": None,  # sequences per process per micro-step; default: the largest divisor <= 8
-    "max_steps": None,
-    "max_tokens": None,
-    "epochs": None,
-    "lr": None,  # peak lr; None: the one for the model's depth (config.SCRATCH_LR; the paper's 2.5e-4 for gpt1)
-    "warmup": None,  # steps, or a fraction of all steps if < 1; None: the one for the model's depth (gpt1: 2000)
-    "schedule": "cosine",
-    "weight_decay": 0.01,
-    "grad_clip": 1.0,
-    "eval_every": 500,
-    "eval_blocks": 100,  # validation blocks per evaluation (evenly spaced over val.bin)
-    "save_every": 500,
-    "keep_last": 2,
-    "log_every": 10,
-    "precision": "auto",
-    "compile": False,
-    "device": "auto",
-    "val_fraction": 0.005,
-    "num_proc": 1,
-    "text_column": "text",
-    "seed": 1234,
-    "resume": None,
-    "devices": 1,
-    "progress": True,
-    "snapshots": False,  # keep the weights of every evaluation step in RUN/snapshots/step_N (zero-shot curves)
-    "plateau_tokens": 2_000_000,  # after warmup and this many tokens, warn if the loss is still at the unigram level
-}
+
+@dataclass(kw_only=True)
+class PretrainConfig(RunOptions):
+    """Every setting of a pre-training run (`gpt1 pretrain`), each default written here once."""
+
+    label: ClassVar[str] = "pretrain"
+
+    data: list[str] | None = setting(
+        None, "text files, folders, JSONL/CSV/Parquet, a hub dataset, or a prepared dir", nargs="+"
+    )
+    preset: str | None = setting(
+        None, "start from random weights of a preset: gpt1, small, mini, tiny", exclusive="weights"
+    )
+    model: str | None = setting(None, "continue from these weights (model/run dir or hub id)", exclusive="weights")
+    model_overrides: dict = setting(
+        factory=dict,
+        help="GPT1Config fields on top of the preset, e.g. {n_positions: 256, resid_pdrop: 0.0}",
+        cli=False,
+    )
+    out: str | None = setting(None, "the run dir")
+    max_steps: int | None = like(TrainConfig, "max_steps")
+    max_tokens: int | None = setting(None, "tokens to train on (rounded up to whole steps)", type=int_like)
+    epochs: float | None = like(TrainConfig, "epochs", help="passes over the training shard")
+    batch_tokens: int = setting(32768, "global batch in tokens, 64 x 512 as in the paper", type=int_like)
+    micro_batch: int | None = setting(None, "sequences per process per micro-step (default: <= 8)")
+    lr: float | None = setting(
+        None, f"peak learning rate (default: by depth, {show_number(_GPT1_LR)} for gpt1; README: Pre-training)"
+    )
+    warmup: float | None = setting(
+        None, f"warmup steps, or a fraction of all steps if < 1 (default: by depth, {_GPT1_WARMUP} for gpt1)"
+    )
+    schedule: str = like(TrainConfig, "schedule")
+    weight_decay: float = like(TrainConfig, "weight_decay")
+    grad_clip: float = like(TrainConfig, "grad_clip")
+    eval_every: int = like(TrainConfig, "eval_every")
+    eval_blocks: int = setting(100, "validation blocks per evaluation (evenly spaced over val.bin)")
+    save_every: int = like(TrainConfig, "save_every")
+    keep_last: int = like(TrainConfig, "keep_last")
+    log_every: int = like(TrainConfig, "log_every")
+    tokenizer: str | None = setting(
+        None, f"tokenizer dir or hub id (default: the model's, else a prepared corpus's own, else {DEFAULT_TOKENIZER})"
+    )
+    val_fraction: float = setting(default_of(prepare_corpus, "val_fraction"), "share of text held out for validation")
+    text_column: str = setting(default_of(prepare_corpus, "text_column"), "text column of JSONL/CSV/Parquet/hub data")
+    seed: int = like(TrainConfig, "seed")
+    devices: int = setting(1, "processes to launch with torchrun (GPUs, or CPU processes)")
+    snapshots: bool = setting(
+        False, "keep the weights of every evaluation step in RUN/snapshots/step_N (zero-shot curves)", cli=False
+    )
+    plateau_tokens: int = setting(
+        2_000_000, "after warmup and this many tokens, warn if the loss is still at the unigram level", cli=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.data is not None:
+            self.data = [str(d) for d in _as_list(self.data)]
+        if self.out is not None:
+            self.out = str(self.out)
+        if not self.data:
+            raise ValueError("No --data given: name the text files, folders, dataset or prepared corpus to train on.")
+        if not self.out:
+            raise ValueError("No --out given: name the run directory to write.")
+        if (self.preset is None) == (self.model is None):
+            raise ValueError(
+                "Give exactly one of --preset NAME (a new model) and --model PATH (weights to continue from)."
+            )
+        given = [k for k in ("max_steps", "max_tokens", "epochs") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"Give exactly one of --max-steps, --max-tokens and --epochs (got {', '.join(given) or 'none'})."
+            )
 
 
 def pretrain(**settings: Any) -> dict:
-    """Pre-train a GPT on a corpus (see `PRETRAIN_DEFAULTS` for the settings); returns the final metrics."""
-    unknown = sorted(set(settings) - set(PRETRAIN_DEFAULTS))
-    if unknown:
-        raise ValueError(f"Unknown pretrain setting(s) {', '.join(unknown)}; known: {', '.join(PRETRAIN_DEFAULTS)}.")
-    s = {**PRETRAIN_DEFAULTS, **settings}
-    if not s["data"]:
-        raise ValueError("No --data given: name the text files, folders, dataset or prepared corpus to train on.")
-    if not s["out"]:
-        raise ValueError("No --out given: name the run directory to write.")
-    if (s["preset"] is None) == (s["model"] is None):
-        raise ValueError("Give exactly one of --preset NAME (a new model) and --model PATH (weights to continue from).")
-    given = [k for k in ("max_steps", "max_tokens", "epochs") if s[k] is not None]
-    if len(given) != 1:
-        raise ValueError(
-            f"Give exactly one of --max-steps, --max-tokens and --epochs (got {', '.join(given) or 'none'})."
-        )
+    """Pre-train a GPT on a corpus (`settings`: the fields of `PretrainConfig`); returns the final metrics."""
+    return run_pretrain(PretrainConfig.from_flat(settings))
+
+
+def run_pretrain(config: PretrainConfig) -> dict:
+    """Pre-train as `config` says, in this process (one of `WORLD_SIZE` under torchrun); returns the final metrics."""
     rank, world, local_rank = dist_env()
     owns_group = False
     if world > 1 and not torch.distributed.is_initialized():
         # Joined here, not in the Trainer, so rank 0 can build the shards while the others wait at a barrier.
-        on_gpu = torch.cuda.is_available() and s["device"] in ("auto", "cuda")
+        on_gpu = torch.cuda.is_available() and config.device in ("auto", "cuda")
         if on_gpu:
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
         torch.distributed.init_process_group("nccl" if on_gpu else "gloo", timeout=timedelta(hours=2))
         owns_group = True
     try:
-        result = _pretrain(s, rank, world)
+        result = _pretrain(config, rank, world)
         if owns_group:
             _barrier()  # leave together: a gloo group torn down while a peer still talks to it can abort that peer
         return result
@@ -107,10 +141,10 @@ def pretrain(**settings: Any) -> dict:
             torch.distributed.destroy_process_group()
 
 
-def _pretrain(s: dict, rank: int, world: int) -> dict:
-    out = Path(s["out"])
+def _pretrain(s: PretrainConfig, rank: int, world: int) -> dict:
+    out = Path(s.out)
     tokenizer = _load_tokenizer(s)
-    torch.manual_seed(s["seed"])  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    torch.manual_seed(s.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     model = _build_model(s, tokenizer)
     corpus = prepare_data(s, tokenizer, rank)
     meta = read_meta(corpus)
@@ -120,60 +154,40 @@ def _pretrain(s: dict, rank: int, world: int) -> dict:
             f"{model.config.vocab_size} embeddings; prepare it with the model's tokenizer."
         )
     block = model.config.n_positions
-    micro, accum = batch_layout(s["batch_tokens"], block, world, s["micro_batch"])
+    micro, accum = batch_layout(s.batch_tokens, block, world, s.micro_batch)
     train_tokens = load_tokens(corpus, "train")
-    source = BlockSampler(train_tokens, block, micro, seed=s["seed"])
+    source = BlockSampler(train_tokens, block, micro, seed=s.seed)
     default_lr, default_warmup = scratch_lr(model.config)
-    if s["lr"] is None:
-        s["lr"] = default_lr
-    if s["warmup"] is None:
-        s["warmup"] = default_warmup
-    max_steps = s["max_steps"]
-    if s["max_tokens"] is not None:
-        max_steps = max(1, math.ceil(s["max_tokens"] / (micro * accum * world * block)))
-    warmup = s["warmup"]
-    config = TrainConfig(
-        lr=s["lr"],
+    lr = default_lr if s.lr is None else s.lr
+    warmup = default_warmup if s.warmup is None else s.warmup
+    max_steps = s.max_steps
+    if s.max_tokens is not None:
+        max_steps = max(1, math.ceil(s.max_tokens / (micro * accum * world * block)))
+    config = TrainConfig.from_recipe(
+        s,
+        lr=lr,
         warmup_steps=None if warmup < 1 else int(warmup),
         warmup_fraction=warmup if warmup < 1 else None,
-        schedule=s["schedule"],
-        weight_decay=s["weight_decay"],
-        grad_clip=s["grad_clip"],
         max_steps=max_steps,
-        epochs=s["epochs"],
         grad_accum=accum,
-        eval_every=s["eval_every"],
-        save_every=s["save_every"],
-        keep_last=s["keep_last"],
-        log_every=s["log_every"],
-        seed=s["seed"],
-        precision=s["precision"],
-        compile=s["compile"],
-        device=s["device"],
-        progress=s["progress"],
     )
     val = load_tokens(corpus, "val")
-    batches = val_batches(val, block, micro, max_blocks=s["eval_blocks"])
+    batches = val_batches(val, block, micro, max_blocks=s.eval_blocks)
     evaluate_fn = (lambda m: evaluate_lm(m, batches)) if batches else None
     if not batches and rank == 0:
-        print(f"note: {corpus} has no validation tokens; training without evaluation.", flush=True)
+        logger.info(f"note: {corpus} has no validation tokens; training without evaluation.")
 
     def on_eval(trainer: Trainer, metrics: dict) -> None:
-        from tqdm.auto import tqdm
-
-        tqdm.write(f"step {trainer.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-        if s["snapshots"]:
-            from gpt1.checkpoint import save_model
-
+        logger.info(f"step {trainer.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        if s.snapshots:
             snap, tmp = out / "snapshots" / f"step_{trainer.step:07d}", out / "snapshots" / ".tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            save_model(trainer.model, tmp, tokenizer=tokenizer)
+            trainer.model.save_pretrained(tmp, tokenizer=tokenizer)
             shutil.rmtree(snap, ignore_errors=True)
             os.rename(tmp, snap)
 
-    run_config = {
-        **{k: v for k, v in s.items() if k != "progress"},
-        "data": [str(d) for d in _as_list(s["data"])],
+    resolved = {
+        "recipe": "pretrain",
         "corpus": str(corpus),
         "micro_batch": micro,
         "grad_accum": accum,
@@ -183,8 +197,8 @@ def _pretrain(s: dict, rank: int, world: int) -> dict:
     }
     guard = PlateauGuard(
         meta.get("unigram_entropy") or unigram_entropy(train_tokens),
-        after_tokens=s["plateau_tokens"],
-        hint=lr_hint(model.config, s["lr"], s["warmup"]),
+        after_tokens=s.plateau_tokens,
+        hint=lr_hint(model.config, lr, warmup),
     )
     trainer = Trainer(
         model,
@@ -194,10 +208,11 @@ def _pretrain(s: dict, rank: int, world: int) -> dict:
         evaluate_fn=evaluate_fn,
         on_eval=on_eval,
         tokenizer=tokenizer,
-        run_config=run_config,
+        run_config=s.to_dict(),
+        resolved=resolved,
         plateau_guard=guard,
     )
-    return trainer.fit(resume=s["resume"])
+    return trainer.fit(resume=s.resume)
 
 
 def lr_hint(config: GPT1Config, lr: float, warmup: float) -> str:
@@ -238,9 +253,9 @@ def batch_layout(batch_tokens: int, block: int, world: int, micro_batch: int | N
     return micro_batch, per_rank // micro_batch
 
 
-def prepare_data(s: dict, tokenizer, rank: int = 0) -> Path:
+def prepare_data(s: PretrainConfig, tokenizer: Tokenizer, rank: int = 0) -> Path:
     """The prepared corpus dir: `--data` itself if it is one, else `RUN_DIR/data` (built by rank 0, reused after)."""
-    data = _as_list(s["data"])
+    data = _as_list(s.data)
     if len(data) == 1 and is_prepared_corpus(data[0]):
         meta = read_meta(data[0])
         tokenizer.add_special_tokens([meta["eot_token"]])
@@ -251,15 +266,15 @@ def prepare_data(s: dict, tokenizer, rank: int = 0) -> Path:
                 "with this tokenizer."
             )
         return Path(data[0])
-    corpus = Path(s["out"]) / "data"
-    kwargs = dict(text_column=s["text_column"], val_fraction=s["val_fraction"], seed=s["seed"])
+    corpus = Path(s.out) / "data"
+    kwargs = dict(text_column=s.text_column, val_fraction=s.val_fraction, seed=s.seed)
     _, world, _ = dist_env()
     if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
         if rank == 0:
-            prepare_corpus(data, corpus, tokenizer, num_proc=s["num_proc"], progress=s["progress"], **kwargs)
+            prepare_corpus(data, corpus, tokenizer, num_proc=s.num_proc, progress=s.progress, **kwargs)
         _barrier()
     # Rank 0 (or a single process) builds the shards; the other ranks find and reuse them (and add the EOT token).
-    prepare_corpus(data, corpus, tokenizer, num_proc=s["num_proc"], progress=s["progress"] and rank == 0, **kwargs)
+    prepare_corpus(data, corpus, tokenizer, num_proc=s.num_proc, progress=s.progress and rank == 0, **kwargs)
     return corpus
 
 
@@ -271,29 +286,19 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
-def _load_tokenizer(s: dict):
-    from gpt1.tokenizer.bpe import Tokenizer
-
-    name = s["tokenizer"] or s["model"]
-    if name is None:  # a prepared corpus keeps the tokenizer files it was made with: use them, offline
-        data = _as_list(s["data"])
-        prepared = len(data) == 1 and is_prepared_corpus(data[0]) and (Path(data[0]) / "vocab.json").is_file()
-        name = data[0] if prepared else DEFAULT_TOKENIZER
-    return Tokenizer.from_pretrained(name)
+def _load_tokenizer(s: PretrainConfig) -> Tokenizer:
+    """--tokenizer, else the model's own, else a prepared corpus's (its tokenizer files, offline), else GPT-1's."""
+    data = _as_list(s.data)
+    corpus = data[0] if len(data) == 1 and is_prepared_corpus(data[0]) else None
+    if s.model is not None or corpus is None or not (Path(corpus) / "vocab.json").is_file():
+        corpus = None
+    return load_tokenizer(s.tokenizer or corpus, fallback_model=s.model)
 
 
-def _build_model(s: dict, tokenizer) -> GPT:
-    overrides = dict(s["model_overrides"] or {})
+def _build_model(s: PretrainConfig, tokenizer: Tokenizer) -> GPT:
     # One embedding per token id, counting <|endoftext|>, which prepare adds to the tokenizer if it lacks it.
     need = len(tokenizer) + (0 if EOT_TOKEN in tokenizer.special_tokens else 1)
-    if s["preset"] is not None:
-        return GPT(GPT1Config.from_preset(s["preset"], **{**overrides, "vocab_size": need}))
-    if overrides:
-        raise ValueError("model_overrides apply to --preset models only; a --model keeps its saved architecture.")
-    model = GPT.from_pretrained(s["model"])
-    if model.config.vocab_size < need:
-        model.resize_token_embeddings(need)  # new rows for <|endoftext|> (and any special tokens it lacked)
-    return model
+    return load_model(model_source(s.model, s.preset), vocab_size=need, **(s.model_overrides or {}))
 
 
 def _as_list(x) -> list:

@@ -21,15 +21,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+
+from gpt1.recipes.finetune import PAPER_LR, FinetuneConfig
+from gpt1.training.config import (
+    RESOLVED,
+    Config,
+    TrainConfig,
+    float_list,
+    int_like,
+    like,
+    name_list,
+    setting,
+)
+from gpt1.training.state import write_json
+
+logger = logging.getLogger(__name__)
 
 # Where each task's file is found under --glue (GLUE's own folder names), and the chance level of its main metric.
 GLUE_TASKS = {"sst2": "SST-2", "cola": "CoLA", "mrpc": "MRPC", "rte": "RTE", "stsb": "STS-B"}
@@ -38,39 +54,49 @@ CHANCE = {"sst2": 0.5, "cola": 0.0, "rocstories": 0.5}  # accuracy of a coin fli
 ZERO_SHOT_METRIC = {"sst2": "accuracy", "cola": "mcc", "rocstories": "accuracy"}
 
 
-@dataclass
-class ReproduceConfig:
+@dataclass(kw_only=True)
+class ReproduceConfig(Config):
     """Every setting of a reproduce run; `SCALES` names three sets of them and flags override single fields."""
 
-    books: str | None = None  # folder (or files) of text to pre-train on
-    model: str | None = None  # or a pre-trained model to start from (no pre-training, one snapshot)
-    tokenizer: str | None = None  # with `books`: use this tokenizer instead of learning a BPE
-    glue: str | None = None  # a folder holding GLUE's task folders (SST-2, CoLA, MRPC, RTE, STS-B)
-    story_cloze: str | None = None  # the Story Cloze CSV (cloze_test_val__spring2016.csv)
-    tasks: tuple[str, ...] = TASK_ORDER
+    label: ClassVar[str] = "reproduce"
+
+    books: str | None = setting(
+        None, "folder of text files to pre-train on (e.g. the shared Gutenberg books)", exclusive="source"
+    )
+    model: str | None = setting(
+        None, "a pre-trained model instead of pre-training (dir or hub id; one snapshot)", exclusive="source"
+    )
+    tokenizer: str | None = setting(None, "with --books: this tokenizer instead of learning a BPE on the books")
+    glue: str | None = setting(None, "folder with GLUE's task folders (SST-2, CoLA, MRPC, RTE, STS-B; train.tsv each)")
+    story_cloze: str | None = setting(None, "the Story Cloze CSV (cloze_test_val__spring2016.csv)")
+    tasks: tuple[str, ...] = setting(TASK_ORDER, "tasks to run, comma-separated", type=name_list)
     # pre-training
-    preset: str = "mini"
-    model_overrides: dict = field(default_factory=dict)
-    vocab_size: int = 8000
-    pretrain_tokens: int = 16_000_000
-    batch_tokens: int = 4096
-    pretrain_lr: float | None = None  # None: the preset's (config.SCRATCH_LR)
-    pretrain_warmup: int | None = None
-    snapshots: int = 6  # weights kept at this many evenly spaced points of pre-training (Figure 2 right)
+    preset: str = setting("mini", "model preset to pre-train")
+    model_overrides: dict = setting(factory=dict, help="GPT1Config fields on top of the preset", cli=False)
+    vocab_size: int = setting(8000, "BPE entries learned on the books")
+    pretrain_tokens: int = setting(16_000_000, "pre-training budget in tokens", type=int_like)
+    batch_tokens: int = setting(4096, "pre-training batch in tokens", type=int_like)
+    pretrain_lr: float | None = setting(None, "pre-training peak lr (default: the preset's, config.SCRATCH_LR)")
+    pretrain_warmup: int | None = setting(None, "pre-training warmup steps (default: the preset's)")
+    snapshots: int = setting(
+        6, "weights kept at this many evenly spaced points of pre-training (Figure 2 right's zero-shot curves)"
+    )
     # fine-tuning
-    finetune_lrs: tuple[float, ...] = (6.25e-5, 2.5e-4, 1e-3)
-    epochs: float = 3.0
-    batch_size: int = 32
-    lm_coef: float = 0.5
-    max_train: int = 2000  # training examples per task (the rest of the file is not used)
-    val_examples: int = 500
-    test_examples: int = 1000
-    layer_task: str | None = "sst2"  # Figure 2 left ("" or None: skip it)
-    zero_shot_tasks: tuple[str, ...] = ("sst2", "cola", "rocstories")
-    max_steps: int | None = None  # caps every fine-tuning run (toy runs)
-    seed: int = 1234
-    precision: str = "auto"
-    device: str = "auto"
+    finetune_lrs: tuple[float, ...] = setting((PAPER_LR, 2.5e-4, 1e-3), "fine-tuning lr sweep", type=float_list)
+    epochs: float = like(FinetuneConfig, "epochs", help="fine-tuning epochs")
+    batch_size: int = like(FinetuneConfig, "batch_size", help="fine-tuning examples per step")
+    lm_coef: float = like(FinetuneConfig, "lm_coef")
+    max_train: int = setting(2000, "training examples per task (the rest of the file is not used)")
+    val_examples: int = setting(500, "validation examples carved from each task's file")
+    test_examples: int = setting(1000, "test examples carved from each task's file")
+    layer_task: str | None = setting("sst2", "task of the layers-transferred curve, Figure 2 left ('' = skip it)")
+    zero_shot_tasks: tuple[str, ...] = setting(
+        ("sst2", "cola", "rocstories"), "tasks of the zero-shot curves, comma-separated", type=name_list
+    )
+    max_steps: int | None = setting(None, "cap on every fine-tuning run's steps (toy runs)")
+    seed: int = like(TrainConfig, "seed", help="seed of splits, weights and data order")
+    precision: str = like(TrainConfig, "precision")
+    device: str = like(TrainConfig, "device")
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -100,9 +126,6 @@ class ReproduceConfig:
         if not self.finetune_lrs or min(self.finetune_lrs) <= 0:
             raise ValueError(f"finetune_lrs={self.finetune_lrs!r} must be one or more positive learning rates.")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 SCALES: dict[str, dict[str, Any]] = {
     # about an hour on a 2-core CPU: a 4-layer model, 16M tokens of books, six tasks, a three-lr sweep
@@ -128,7 +151,7 @@ SCALES: dict[str, dict[str, Any]] = {
         pretrain_tokens=1_000_000_000,
         batch_tokens=32768,
         snapshots=8,
-        finetune_lrs=(6.25e-5,),
+        finetune_lrs=(PAPER_LR,),
         max_train=100_000,
         val_examples=2000,
         test_examples=5000,
@@ -161,12 +184,13 @@ class RunState:
                 "or choose another --out."
             )
 
-    def run(self, name: str, fn: Callable[[], dict]) -> dict:
+    def run(self, name: str, fn: Callable[..., dict], *args: Any) -> dict:
+        """`fn(*args)`, or its result saved by an earlier call under `name`."""
         units = self.data["units"]
         if name in units:
             return units[name]
         t0 = time.perf_counter()
-        result = fn()
+        result = fn(*args)
         result["seconds"] = round(time.perf_counter() - t0, 1)
         units[name] = result
         tmp = self.path.with_suffix(".tmp")
@@ -177,23 +201,27 @@ class RunState:
 
 # ---- the recipe ---------------------------------------------------------------------------------------------------
 def reproduce(
-    config: ReproduceConfig, out: str | Path, *, progress: bool = True, log: Callable[[str], None] = print
+    config: ReproduceConfig, out: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None
 ) -> dict:
-    """Run (or continue) the whole analysis in `out`; returns the report dict (also in `out/report.json`)."""
+    """Run (or continue) the whole analysis in `out`; returns the report dict (also in `out/report.json`).
+
+    Each stage's outcome goes to `log` (default: this module's logger, which the CLI shows)."""
+    log = log or logger.info
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = RunState(out, config)
+    write_json(out / "run_config.json", {**config.to_dict(), RESOLVED: {"recipe": "reproduce"}})
     t_start = time.perf_counter()
     tasks, skipped = carve_tasks(config, out / "tasks")
     for name, why in skipped.items():
         log(f"skipping {name}: {why}")
     if not tasks:
         raise ValueError("no task data was given (--glue DIR and/or --story-cloze FILE); nothing to fine-tune on.")
-    pre = state.run("pretrain", lambda: _pretrain(config, out, progress))
+    pre = state.run("pretrain", _pretrain, config, out, progress)
     log(f"pre-training: {pre['summary']}")
     snapshots = [(int(s), p) for s, p in pre["snapshots"]]
     final = snapshots[-1][1]
-    scratch = state.run("scratch_init", lambda: {"path": _scratch_model(final, out / "init" / "scratch", config.seed)})
+    scratch = state.run("scratch_init", _as_path, _scratch_model, final, out / "init" / "scratch", config.seed)
 
     runs: dict[str, dict] = {}
     plan = []  # (unit name, task, init dir, lr, lm_coef)
@@ -206,7 +234,7 @@ def reproduce(
             for lr in config.finetune_lrs:
                 plan.append((f"ft/{task}/{arm}/lr{lr:g}", task, init, lr, coef))
     for i, (name, task, init, lr, coef) in enumerate(plan, 1):
-        runs[name] = state.run(name, lambda: _finetune(config, tasks[task], task, init, lr, coef, out / name, progress))
+        runs[name] = state.run(name, _finetune, config, tasks[task], task, init, lr, coef, out / name, progress)
         r = runs[name]
         log(f"[{i}/{len(plan)}] {name}: val {r['val']:.4f}, test {r['test']:.4f} ({r['seconds']:.0f}s)")
     table5 = {
@@ -226,13 +254,10 @@ def reproduce(
             else:
                 name = f"layers/{task}/k{k}"
                 init = state.run(
-                    f"init/k{k}", lambda: {"path": _transfer_layers(final, k, out / "init" / f"k{k}", config.seed)}
+                    f"init/k{k}", _as_path, _transfer_layers, final, k, out / "init" / f"k{k}", config.seed
                 )
                 r = state.run(
-                    name,
-                    lambda: _finetune(
-                        config, tasks[task], task, init["path"], lr, config.lm_coef, out / name, progress
-                    ),
+                    name, _finetune, config, tasks[task], task, init["path"], lr, config.lm_coef, out / name, progress
                 )
                 shutil.rmtree(init["path"], ignore_errors=True)  # a whole model (470 MB at the gpt1 scale), now used
                 log(f"layers transferred {k}/{n_layer}: val {r['val']:.4f}, test {r['test']:.4f} ({r['seconds']:.0f}s)")
@@ -244,7 +269,7 @@ def reproduce(
     if zs_tasks:
         steps = [(0, scratch["path"])] + [s for s in snapshots if s[0] > 0]
         for step, path in steps:
-            zero_shot[str(step)] = state.run(f"zero_shot/{step}", lambda: _zero_shot(path, tasks, zs_tasks, config))
+            zero_shot[str(step)] = state.run(f"zero_shot/{step}", _zero_shot, path, tasks, zs_tasks, config)
             log(
                 f"zero-shot after {step} updates: "
                 + ", ".join(f"{t} {v:.3f}" for t, v in zero_shot[str(step)].items() if t != "seconds")
@@ -255,6 +280,11 @@ def reproduce(
     write_report(report, out)
     log(f"report: {out / 'report.md'}")
     return report
+
+
+def _as_path(make: Callable[..., str], *args: Any) -> dict:
+    """A unit of work that makes a model dir, recorded as {"path": dir}."""
+    return {"path": make(*args)}
 
 
 def _pick(runs: dict, task: str, arm: str, lrs) -> dict:
@@ -372,7 +402,7 @@ def _pretrain(config: ReproduceConfig, out: Path, progress: bool) -> dict:
     snaps = sorted((int(p.name.split("_")[1]), str(p)) for p in (run / "snapshots").glob("step_*"))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     vals = [{"step": r["step"], "tokens": r["tokens"], "val_loss": r["val_loss"]} for r in rows if "val_loss" in r]
-    run_config = json.loads((run / "run_config.json").read_text())
+    resolved = json.loads((run / "run_config.json").read_text())[RESOLVED]
     speeds = sorted(r["tokens_per_s"] for r in rows if r.get("tokens_per_s") and "val_loss" not in r)
     summary = (
         f"{result['tokens']:,} tokens in {result['step']} updates, val loss {vals[-1]['val_loss']:.3f} "
@@ -387,8 +417,8 @@ def _pretrain(config: ReproduceConfig, out: Path, progress: bool) -> dict:
         "summary": summary,
         "tokens": result["tokens"],
         "steps": result["step"],
-        "lr": run_config["lr"],
-        "warmup": run_config["warmup_steps_resolved"],
+        "lr": resolved["train"]["lr"],
+        "warmup": resolved["warmup_steps"],
         "median_tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
         "n_positions": n_pos,
         "warnings": result.get("warnings", []),
@@ -405,14 +435,13 @@ def _scratch_model(pretrained: str, out: Path, seed: int) -> str:
     """The pre-trained network's exact shape and tokenizer with fresh N(0, 0.02) weights (the no-pre-training row)."""
     import torch
 
-    from gpt1.checkpoint import save_model
     from gpt1.config import GPT1Config
     from gpt1.model.gpt import GPT
     from gpt1.tokenizer.bpe import Tokenizer
 
     config = GPT1Config.load(Path(pretrained) / "config.json")
     torch.manual_seed(seed + 1)
-    save_model(GPT(config), out, tokenizer=Tokenizer.from_pretrained(pretrained))
+    GPT(config).save_pretrained(out, tokenizer=Tokenizer.from_pretrained(pretrained))
     return str(out)
 
 
@@ -420,7 +449,6 @@ def _transfer_layers(pretrained: str, k: int, out: Path, seed: int) -> str:
     """The pre-trained model with embeddings and its first `k` blocks kept and every later block re-initialised."""
     import torch
 
-    from gpt1.checkpoint import save_model
     from gpt1.model.gpt import GPT
     from gpt1.tokenizer.bpe import Tokenizer
 
@@ -428,14 +456,15 @@ def _transfer_layers(pretrained: str, k: int, out: Path, seed: int) -> str:
     torch.manual_seed(seed + 100 + k)
     for block in model.h[k:]:
         block.apply(model._init_weights)
-    save_model(model, out, tokenizer=Tokenizer.from_pretrained(pretrained))
+    model.save_pretrained(out, tokenizer=Tokenizer.from_pretrained(pretrained))
     return str(out)
 
 
 def _finetune(
     config: ReproduceConfig, files: dict, task: str, init: str, lr: float, lm_coef: float, run: Path, progress: bool
 ) -> dict:
-    from gpt1.recipes.finetune import evaluate, finetune
+    from gpt1.evaluation.evaluate import evaluate
+    from gpt1.recipes.finetune import finetune
 
     shutil.rmtree(run, ignore_errors=True)  # a run cut short starts again
     result = finetune(
@@ -483,9 +512,8 @@ def _drop_weights(run: Path) -> None:
 
 
 def _zero_shot(model_dir: str, tasks: dict, names: list[str], config: ReproduceConfig) -> dict:
-    from gpt1.evaluation.tasks import zero_shot
+    from gpt1.evaluation.zero_shot import read_zero_shot, zero_shot
     from gpt1.model.gpt import GPT
-    from gpt1.recipes.finetune import read_zero_shot
     from gpt1.tokenizer.bpe import Tokenizer
 
     model = GPT.from_pretrained(model_dir).eval()
@@ -565,10 +593,9 @@ def _markdown(r: dict, figures: list[str]) -> str:
             lines.append(f"- {w}")
     lines += [
         "",
-        "Fine-tuning: the paper's recipe (batch %d, %g epochs, warmup 0.2%% then linear decay, λ = %g); each "
-        "row picks its lr from {%s} by validation score; test = seeded split of each task's training file, never "
-        "seen in training or selection."
-        % (c["batch_size"], c["epochs"], c["lm_coef"], ", ".join(f"{x:g}" for x in c["finetune_lrs"])),
+        f"Fine-tuning: the paper's recipe (batch {c['batch_size']}, {c['epochs']:g} epochs, warmup 0.2% then linear "
+        f"decay, λ = {c['lm_coef']:g}); each row picks its lr from {{{', '.join(f'{x:g}' for x in c['finetune_lrs'])}}} "
+        "by validation score; test = seeded split of each task's training file, never seen in training or selection.",
         "",
     ]
     lines += [

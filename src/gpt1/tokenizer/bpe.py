@@ -4,10 +4,8 @@ The reference is transformers 4.57's `OpenAIGPTTokenizer` with ftfy and spaCy in
 pipeline). It has two quirks we reproduce because every released GPT-1 id sequence went through them:
 the whole text is lowercased *before* ftfy/spaCy, and a literal `<unk>` in the text becomes id 0 (`<unk>`).
 
-spaCy always sees the whole standardized text, as in HF: its special-case pass matches across whitespace, so
-tokenizing word by word would differ in rare cases. Speed comes from everything around it: ftfy is skipped on
-plain printable ASCII (where it is the identity), text_standardize uses one character class instead of 18
-alternatives, and the ids of each distinct spaCy token are cached (HF caches only the BPE strings).
+The pre-tokenisation (lowercase, ftfy, text_standardize, spaCy) is gpt1.tokenizer.pretokenize's, shared with BPE
+learning. The ids of each distinct spaCy token are cached here (HF caches only the BPE strings).
 """
 
 from __future__ import annotations
@@ -16,16 +14,14 @@ import hashlib
 import itertools
 import json
 import multiprocessing
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import ftfy
+from gpt1.tokenizer.pretokenize import UNK, PreTokenizer, text_standardize
 
 __all__ = ["Tokenizer", "text_standardize"]
 
-UNK = "<unk>"
 EOW = "</w>"
 OPENAI_FILES = ("encoder_bpe_40000.json", "vocab_40000.bpe")
 HF_FILES = ("vocab.json", "merges.txt")
@@ -34,27 +30,7 @@ CONFIG_FILE = "tokenizer_config.json"
 MODES = ("original", "bert")
 _FINGERPRINT_VERSION = 1  # bump when the pipeline's rules change, so stored token shards are invalidated
 _MAX_CACHE = 1 << 20  # distinct tokens kept before the caches are dropped
-
-# ftfy.fix_text is the identity on tab, newline and printable ASCII except "&" (HTML entities); see the tests.
-_NEEDS_FTFY = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
 _NO_MERGE = 1 << 62  # rank of a pair that is not a merge
-# OpenAI's (-+|~+|!+|...) as one class: a run of one of these characters gets a space on each side.
-_PUNCTUATION_RUN = re.compile(r"""([-~!";?+,)(\\/*\[\]}{|_])\1*""")
-_LINE_BREAK = re.compile(r"\s*\n\s*")
-_SPACES = re.compile(r"[^\S\n]+")
-
-
-def text_standardize(text: str) -> str:
-    """OpenAI's clean-up of dashes, ellipses, accents, spacing around punctuation, and whitespace (lines kept)."""
-    text = text.replace("—", "-").replace("–", "-").replace("―", "-").replace("…", "...").replace("´", "'")
-    text = _PUNCTUATION_RUN.sub(r" \g<0> ", text)
-    text = _LINE_BREAK.sub(" \n ", text)
-    return _SPACES.sub(" ", text).strip()
-
-
-def _lower(text: str) -> str:
-    """Lowercase character by character, as HF does (str.lower would turn a final Σ into ς, not σ)."""
-    return "".join(map(str.lower, text)) if "Σ" in text else text.lower()
 
 
 class Tokenizer:
@@ -84,7 +60,7 @@ class Tokenizer:
         self.unk_id = self.encoder.get(UNK, 0)  # OpenAI's encoder has "<unk>": 0; their code mapped unknowns to 0
         self.special_tokens: dict[str, int] = {}
         self._special_list: list[str] = []  # the same tokens, indexed by id - len(vocab)
-        self._spacy: Any = None
+        self._pre = PreTokenizer()
         self._rust: Any = None
         self._cache: dict[int, tuple[int, ...]] = {}  # spaCy token hash -> ids
         self.add_special_tokens(list(special_tokens))
@@ -184,9 +160,9 @@ class Tokenizer:
             return self._rust_tokenizer().encode(text, add_special_tokens=False).ids
         if len(self._cache) > _MAX_CACHE:  # bound memory on big corpora: also drop spaCy, whose strings only grow
             self._cache.clear()
-            self._spacy = None
+            self._pre.reset()
         cache, ids = self._cache, []
-        for doc in self._docs(text):
+        for doc in self._pre.docs(text):
             if doc is None:
                 ids.append(self.unk_id)
                 continue
@@ -223,20 +199,9 @@ class Tokenizer:
         if self.mode == "bert":
             return self._rust_tokenizer().encode(text, add_special_tokens=False).tokens
         pieces: list[str] = []
-        for doc in self._docs(text):
+        for doc in self._pre.docs(text):
             pieces += [UNK] if doc is None else [p for token in doc for p in self._bpe(token.text.lower())]
         return pieces
-
-    def _docs(self, text: str) -> Iterator[Any]:
-        """spaCy docs of the standardized text between literal `<unk>`s, with None for each `<unk>`, as HF splits it."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        for i, segment in enumerate(_lower(text).split(UNK)):
-            if i:
-                yield None
-            if _NEEDS_FTFY.search(segment):
-                segment = ftfy.fix_text(segment)
-            yield self._spacy_tokenizer()(text_standardize(segment))
 
     def _token_ids(self, token: str) -> tuple[int, ...]:
         """Ids of one spaCy token: `tokenizers`' Rust BPE makes the same merges as `_bpe` 10x faster (see the tests),
@@ -265,17 +230,6 @@ class Tokenizer:
             word = merged
         joined = " ".join(word)
         return ["\n" + EOW] if joined == "\n  " + EOW else joined.split(" ")
-
-    def _spacy_tokenizer(self) -> Any:
-        """spaCy's rule-based English tokenizer (no model download), built on first use because it takes a second."""
-        if self._spacy is None:
-            from spacy.lang.en import English
-
-            nlp = English()
-            nlp.vocab.lex_attr_getters = {}  # we read only token text: skip computing shape, norm, ... of new words
-            nlp.tokenizer.max_cache_size = 1 << 20  # its per-span cache (default 10k spans) only affects speed
-            self._spacy = nlp.tokenizer
-        return self._spacy
 
     def _rust_tokenizer(self) -> Any:
         """The `tokenizers` pipeline of HF's OpenAIGPTTokenizerFast: its BPE serves both modes, the rest mode="bert"."""
@@ -322,10 +276,10 @@ class Tokenizer:
             return self._special_list[token_id - len(self.encoder)]
         return self.decoder.get(token_id)
 
-    # ---- pickling (for worker processes): drop the caches and the spaCy / Rust objects ----------------------------
+    # ---- pickling (for worker processes): drop the caches and the Rust object (the pre-tokenizer drops spaCy) -------
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cache": {}, "_spacy": None, "_rust": None}
+        return {**self.__dict__, "_cache": {}, "_rust": None}
 
     def __repr__(self) -> str:
         specials = list(self.special_tokens)

@@ -1,8 +1,8 @@
 """Learn a GPT-1-style BPE on a corpus, for when GPT-1's own vocabulary files are not at hand (the offline demo,
 `gpt1 prepare --vocab-size`), or when a small CPU model should not spend its compute on a 40k-row softmax.
 
-Words come from the original pipeline's pre-tokenisation (lowercase, ftfy, `text_standardize`, spaCy's rule-based
-English split), exactly as `Tokenizer.encode` splits text. Merges are learned here rather than with `tokenizers`'
+Words come from the original pipeline's pre-tokenisation (gpt1.tokenizer.pretokenize: lowercase, ftfy,
+`text_standardize`, spaCy's rule-based English split), exactly as `Tokenizer.encode` splits text. Merges are learned here rather than with `tokenizers`'
 trainer because that one breaks ties between equally frequent pairs in hash-map order, which changes from process
 to process: the same texts gave a different vocabulary on every run. Here every choice is ordered (count, then the
 pair's strings), so the same texts and size always give the same files, byte for byte. The line-break symbol
@@ -11,13 +11,13 @@ pair's strings), so the same texts and size always give the same files, byte for
 
 from __future__ import annotations
 
-import functools
 import heapq
 import multiprocessing
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
 from gpt1.tokenizer.bpe import EOW, UNK, Tokenizer
+from gpt1.tokenizer.pretokenize import words
 
 NEWLINE = "\n" + EOW  # what a line break encodes to (spaCy's whitespace token through OpenAI's `bpe`)
 MIN_VOCAB = 16
@@ -26,22 +26,6 @@ MIN_VOCAB = 16
 def check_vocab_size(vocab_size: int) -> None:
     if vocab_size < MIN_VOCAB:
         raise ValueError(f"vocab_size {vocab_size} is too small; use at least a few hundred (e.g. 8000).")
-
-
-@functools.cache
-def _probe() -> Tokenizer:
-    """A tokenizer with no vocabulary, for its pre-tokenizer only; one per process (building spaCy's takes a second)."""
-    return Tokenizer({UNK: 0}, [])
-
-
-def pretokenize(texts: Iterable[str]) -> list[list[str]]:
-    """The words `Tokenizer.encode` would run BPE on, per text (spaCy's whitespace tokens dropped)."""
-    return [_words(text) for text in texts]
-
-
-def _words(text: str) -> list[str]:
-    words = [tok.text.lower() for doc in _probe()._docs(text) if doc is not None for tok in doc]
-    return [w for w in words if w.strip()]
 
 
 def count_words(texts: Iterable[str], num_proc: int = 1, progress: bool = False) -> Counter:
@@ -53,7 +37,7 @@ def count_words(texts: Iterable[str], num_proc: int = 1, progress: bool = False)
     with tqdm(total=len(texts), disable=not progress, unit="text", desc="counting words") as bar:
         if num_proc <= 1 or len(texts) < 2 * num_proc:
             for text in texts:
-                counts.update(_words(text))
+                counts.update(words(text))
                 bar.update()
             return counts
         with multiprocessing.Pool(num_proc) as pool:
@@ -64,7 +48,7 @@ def count_words(texts: Iterable[str], num_proc: int = 1, progress: bool = False)
 
 
 def _count_words(text: str) -> Counter:
-    return Counter(_words(text))
+    return Counter(words(text))
 
 
 def learn_bpe(word_counts: dict[str, int], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:

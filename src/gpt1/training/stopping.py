@@ -63,7 +63,7 @@ class TrainingDiverged(ValueError):
 
 def diverged(loss: float, step: int, lr: float, run_dir: Path) -> TrainingDiverged:
     """The error for a non-finite loss or gradient norm at `step`, naming the lr and the checkpoint still good."""
-    from gpt1.training.trainer import find_latest_checkpoint
+    from gpt1.training.state import find_latest_checkpoint
 
     latest = find_latest_checkpoint(run_dir)
     kept = f"the last good checkpoint, {latest}, is kept" if latest else "no checkpoint had been saved yet"

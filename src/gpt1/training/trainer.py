@@ -5,7 +5,8 @@ The Trainer pulls micro-batches from a `BatchSource` and turns each into a loss 
 the CLI or of where batches come from. Run-dir layout (all written by rank 0 only):
 
     config.json, model.safetensors, tokenizer files   latest weights: `GPT.from_pretrained(run_dir)` works
-    run_config.json                                    the resolved run config, with the TrainConfig under "train"
+    run_config.json                                    the recipe's settings (feed back with --config), and under
+                                                       "resolved" what the run worked out (TrainConfig, steps ...)
     metrics.jsonl, loss.png                            one JSON row per log/eval step; train and val curves
     best/                                              weights with the best `best_metric` so far
     checkpoints/step_0000500/                          weights + trainer_state.pt (optimizer, scheduler, torch RNG)
@@ -15,103 +16,38 @@ the CLI or of where batches come from. Run-dir layout (all written by rank 0 onl
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
+import logging
 import math
-import os
-import random
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from gpt1.kernels.cpu.allocator import keep_freed_memory
 from gpt1.model.gpt import GPT
-from gpt1.runtime import PRECISIONS, dist_env, resolve_precision
+from gpt1.runtime import dist_env, resolve_precision
+from gpt1.training.config import RESOLVED, TrainConfig
+from gpt1.training.optim import adamw, lr_multiplier, schedule, warmup_steps
 from gpt1.training.plateau import PlateauGuard
 from gpt1.training.runlog import MetricsLog, plot_losses
+from gpt1.training.state import (
+    find_latest_checkpoint,
+    read_checkpoint,
+    resolve_resume,
+    rng_state,
+    save_best,
+    seed_everything,
+    set_rng_state,
+    write_checkpoint,
+    write_json,
+)
 from gpt1.training.stopping import StopSignals, check_same_data, diverged
 
-SCHEDULES = ("cosine", "linear", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and bookkeeping settings of one run; JSON-serialisable (saved in run_config.json)."""
-
-    lr: float = 2.5e-4
-    warmup_steps: int | None = 2000
-    warmup_fraction: float | None = None  # overrides warmup_steps: e.g. 0.002 of all steps (paper's fine-tuning)
-    schedule: str = "cosine"  # "cosine" (to 0, pre-training) | "linear" (to 0, fine-tuning) | "constant"
-    weight_decay: float = 0.01  # decoupled (AdamW) on every tensor with >= 2 dims: matrices and embeddings
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    grad_clip: float = 1.0  # global L2 norm; 0 disables
-    max_steps: int | None = None  # optimizer steps; or
-    epochs: float | None = None  # passes over the source (needs `steps_per_epoch`)
-    grad_accum: int = 1  # micro-batches per optimizer step (per process)
-    eval_every: int = 500
-    save_every: int = 500
-    keep_last: int = 2
-    log_every: int = 10
-    seed: int = 1234
-    precision: str = "auto"  # "auto": bf16 autocast where the hardware has bf16 (CUDA, or CPU with AVX-512 BF16/AMX)
-    compile: bool = False
-    best_metric: str = "val_loss"
-    best_mode: str = "min"
-    device: str = "auto"  # "auto": cuda (this process's LOCAL_RANK) if available, else cpu
-    progress: bool = True  # tqdm bar on rank 0
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)  # JSON gives a list
-        problems = []
-        if not self.lr > 0:
-            problems.append(f"lr={self.lr!r} must be > 0")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule={self.schedule!r} must be one of {', '.join(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            problems.append(
-                f"precision={self.precision!r} must be one of {', '.join(PRECISIONS)} (fp16 is not offered)"
-            )
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            problems.append(f"warmup_steps={self.warmup_steps!r} must be >= 0")
-        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
-            problems.append(f"warmup_fraction={self.warmup_fraction!r} must be in [0, 1)")
-        if self.max_steps is not None and self.max_steps < 1:
-            problems.append(f"max_steps={self.max_steps!r} must be >= 1")
-        if self.epochs is not None and not self.epochs > 0:
-            problems.append(f"epochs={self.epochs!r} must be > 0")
-        if self.grad_accum < 1:
-            problems.append(f"grad_accum={self.grad_accum!r} must be >= 1")
-        for name in ("eval_every", "save_every", "log_every", "keep_last"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)!r} must be >= 1")
-        if self.best_mode not in ("min", "max"):
-            problems.append(f"best_mode={self.best_mode!r} must be 'min' or 'max'")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            problems.append("weight_decay and grad_clip must be >= 0")
-        if problems:
-            raise ValueError(f"Invalid training settings: {'; '.join(problems)}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, naming any unknown key (a typo in a config file) in the error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"Unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
-        return cls(**d)
+__all__ = ["BatchSource", "LossFn", "TrainConfig", "Trainer", "find_latest_checkpoint", "lm_loss_fn"]
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -130,74 +66,11 @@ class BatchSource(Protocol):
 LossFn = Callable[[nn.Module, dict], "tuple[torch.Tensor, int]"]
 
 
-# ---- pieces usable on their own --------------------------------------------------------------------------
-def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
-    """Factor on the peak lr for 0-based update `step`: linear warmup to 1 over `warmup_steps` updates, then the decay.
-
-    Warmup gives update s the factor (s+1)/warmup, so the first update already moves. After warmup,
-    p = (s - warmup + 1) / (total - warmup + 1) runs from just above 0 to just below 1, and the factor is
-    0.5 (1 + cos(pi p)) ("cosine") or 1 - p ("linear"): both reach 0 one step past the end.
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    p = (step - warmup_steps + 1) / max(1, total_steps - warmup_steps + 1)
-    p = min(max(p, 0.0), 1.0)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * p))
-    if schedule == "linear":
-        return 1.0 - p
-    raise ValueError(f"Unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}.")
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on tensors with >= 2 dims (matrices, embeddings), none on biases and LayerNorm gains.
-
-    This is the paper's "L2 regularization with w = 0.01 on all non bias or gain weights"; OpenAI's code decays
-    every tensor of rank > 1, embeddings included, and so do we. The tied LM head is counted once.
-    """
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def lm_loss_fn(model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
     """Default loss: mean next-token cross-entropy on `labels` (or `input_ids`), and the number of predicted tokens."""
     labels = batch.get("labels", batch["input_ids"])
     out = model(batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=labels, return_logits=False)
     return out.loss, int((labels[:, 1:] != -100).sum())
-
-
-@torch.no_grad()
-def evaluate_lm(model: nn.Module, batches, device=None) -> dict[str, float]:
-    """Token-weighted mean LM loss and perplexity over `batches` (dicts with input_ids and optional labels)."""
-    total, count = 0.0, 0
-    device = device or next(model.parameters()).device
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        loss, n = lm_loss_fn(model, batch)
-        if n:
-            total += float(loss) * n
-            count += n
-    if not count:
-        raise ValueError("Evaluation saw no tokens: the validation data is empty.")
-    mean = total / count
-    return {"val_loss": mean, "val_ppl": math.exp(min(mean, 50.0))}
-
-
-def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The highest-step complete checkpoint under `run_dir/checkpoints` (temp dirs of interrupted saves ignored)."""
-    ckpts = sorted(_complete_checkpoints(Path(run_dir) / "checkpoints"), key=lambda p: p.name)
-    return ckpts[-1] if ckpts else None
-
-
-def _complete_checkpoints(ckdir: Path) -> list[Path]:
-    if not ckdir.is_dir():
-        return []
-    return [p for p in ckdir.glob("step_*") if p.is_dir() and (p / "trainer_state.json").exists()]
 
 
 # ---- the Trainer --------------------------------------------------------------------------------------------
@@ -216,8 +89,11 @@ class Trainer:
         on_eval: Callable[[Trainer, dict], None] | None = None,
         tokenizer=None,
         run_config: dict | None = None,
+        resolved: dict | None = None,
         plateau_guard: PlateauGuard | None = None,
     ) -> None:
+        """`run_config`: the recipe's settings, saved as run_config.json; `resolved`: what the recipe worked out from
+        them (saved there under "resolved", with this Trainer's own: the TrainConfig, world size, steps, warmup)."""
         self.model = model
         self.plateau_guard = plateau_guard  # warns once if the LM loss sits at its data's unigram entropy
         self.warnings: list[str] = []
@@ -229,6 +105,7 @@ class Trainer:
         self.on_eval = on_eval
         self.tokenizer = tokenizer
         self.run_config = dict(run_config or {})
+        self.resolved = dict(resolved or {})
         self.rank, self.world_size, self.local_rank = dist_env()
         self.is_main = self.rank == 0
         self.step = 0  # optimizer updates done
@@ -236,10 +113,7 @@ class Trainer:
         self.best: float | None = None
         self.last_metrics: dict[str, float] = {}
         self.total_steps = self._total_steps()
-        warm = config.warmup_steps or 0
-        if config.warmup_fraction is not None:
-            warm = int(round(config.warmup_fraction * self.total_steps))
-        self.warmup = min(warm, self.total_steps)
+        self.warmup = warmup_steps(self.total_steps, config.warmup_steps, config.warmup_fraction)
         self.device = self._pick_device()
         self.autocast_dtype = resolve_precision(config.precision, self.device)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
@@ -275,17 +149,12 @@ class Trainer:
                 torch.cuda.set_device(self.device)
             dist.init_process_group(backend=backend)
             self._owns_process_group = True
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and self.config.keep_freed_memory:
             keep_freed_memory()  # each step's big tensors reuse the last step's pages (see allocator.py)
         self.model.to(self.device)
-        opt_kwargs: dict[str, Any] = dict(lr=self.config.lr, betas=self.config.betas, eps=self.config.eps)
-        if self.device.type in ("cuda", "cpu"):
-            opt_kwargs["fused"] = True  # one fused kernel over all tensors instead of a Python loop of small ops
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, self.config.weight_decay), **opt_kwargs)
-        total, warm, sched = self.total_steps, self.warmup, self.config.schedule
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_multiplier(s, total, warm, sched)
-        )
+        c = self.config
+        self.optimizer = adamw(self.model, c.lr, c.betas, c.eps, c.weight_decay, self.device)
+        self.scheduler = schedule(self.optimizer, self.total_steps, self.warmup, c.schedule)
         self.ddp = None
         train_model: nn.Module = self.model
         if self.world_size > 1:
@@ -320,8 +189,8 @@ class Trainer:
                     "or choose another output dir."
                 )
             if resume == "auto" and self.is_main:  # say so: a typo in --out would otherwise restart silently
-                print(f"note: --resume auto found no checkpoint in {self.out_dir}; starting a fresh run.", flush=True)
-            self._seed(self.config.seed + self.rank)
+                logger.info(f"note: --resume auto found no checkpoint in {self.out_dir}; starting a fresh run.")
+            seed_everything(self.config.seed + self.rank)
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._write_run_config()
@@ -376,7 +245,7 @@ class Trainer:
             self._restore_snapshot(snapshot)
             if self.is_main:
                 why = f" by {self._stop.signal_name}" if self._stop.signal_name else ""
-                print(f"\ninterrupted{why}: saving a checkpoint at step {self.step} in {self.out_dir} ...", flush=True)
+                logger.info(f"\ninterrupted{why}: saving a checkpoint at step {self.step} in {self.out_dir} ...")
             self.save_checkpoint(gather_rng=self._stop.agreed)  # an agreed stop has every rank here to gather
         finally:
             self._stop.restore()
@@ -458,9 +327,7 @@ class Trainer:
         if message is not None:
             self.warnings.append(message)
             if self.is_main:
-                from tqdm.auto import tqdm
-
-                tqdm.write(message)
+                logger.warning(message)
 
     def _log_row(self, loss: float, tokens_per_s: float) -> dict[str, Any]:
         return {
@@ -529,12 +396,12 @@ class Trainer:
         try:
             plot_losses(self.metrics.rows(), self.out_dir / "loss.png", title=self.out_dir.name)
         except Exception as e:  # a plotting failure must never stop training
-            print(f"warning: could not draw loss.png ({type(e).__name__}: {e})", flush=True)
+            logger.warning(f"warning: could not draw loss.png ({type(e).__name__}: {e})")
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
     def save_checkpoint(self, gather_rng: bool = True) -> Path | None:
-        """Write `checkpoints/step_XXXXXXX` atomically (temp dir + rename), prune to `keep_last`, refresh top-level weights."""
-        rng = _rng_state()
+        """Write `checkpoints/step_XXXXXXX` (see state.py), prune to `keep_last`, refresh the top-level weights."""
+        rng = rng_state()
         rngs = [rng]
         if self.world_size > 1 and gather_rng:
             import torch.distributed as dist
@@ -543,25 +410,13 @@ class Trainer:
             dist.all_gather_object(rngs, rng)
         if not self.is_main:
             return None
-        from gpt1.checkpoint import save_model
-
-        ckdir = self.out_dir / "checkpoints"
-        ckdir.mkdir(parents=True, exist_ok=True)
-        final = ckdir / f"step_{self.step:07d}"
-        tmp = ckdir / f".tmp-step_{self.step:07d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_model(self.model, tmp)
-        torch.save(
-            {
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "torch_rng": [r["torch"] for r in rngs],
-                "cuda_rng": [r["cuda"] for r in rngs],
-            },
-            tmp / "trainer_state.pt",
-        )
-        state = {
+        tensors = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": [r["torch"] for r in rngs],
+            "cuda_rng": [r["cuda"] for r in rngs],
+        }
+        progress = {
             "step": self.step,
             "tokens_seen": self.tokens_seen,
             "best": self.best,
@@ -572,147 +427,66 @@ class Trainer:
             "python_rng": [r["python"] for r in rngs],
             "last_metrics": self.last_metrics,
         }
-        # trainer_state.json is written last: a checkpoint dir without it is incomplete and never resumed from.
-        _write_json(tmp / "trainer_state.json", state)
-        if final.exists():  # re-saving the same step (e.g. interrupted right after a save)
-            old = ckdir / f".old-step_{self.step:07d}"
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        for stale in sorted(_complete_checkpoints(ckdir), key=lambda p: p.name)[: -self.config.keep_last]:
-            shutil.rmtree(stale, ignore_errors=True)
-        for junk in ckdir.glob(".tmp-step_*"):  # left by an earlier save that was killed
-            shutil.rmtree(junk, ignore_errors=True)
-        save_model(self.model, self.out_dir, tokenizer=self.tokenizer)
+        final = write_checkpoint(
+            self.out_dir / "checkpoints", self.step, self.model, tensors, progress, self.config.keep_last
+        )
+        self.model.save_pretrained(self.out_dir, tokenizer=self.tokenizer)
         return final
 
     def _save_best(self, metrics: dict[str, float]) -> None:
-        from gpt1.checkpoint import save_model
-
-        tmp, best = self.out_dir / ".tmp-best", self.out_dir / "best"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_model(self.model, tmp, tokenizer=self.tokenizer)
-        _write_json(tmp / "metrics.json", {"step": self.step, **metrics})
-        old = self.out_dir / ".old-best"
-        shutil.rmtree(old, ignore_errors=True)
-        if best.exists():
-            os.rename(best, old)
-        os.rename(tmp, best)
-        shutil.rmtree(old, ignore_errors=True)
+        save_best(self.out_dir, self.model, self.tokenizer, {"step": self.step, **metrics})
 
     def _resolve_resume(self, resume: str | None) -> Path | None:
-        if resume is None:
-            return None
-        if resume == "auto":
-            return find_latest_checkpoint(self.out_dir)
-        path = Path(resume)
-        if (path / "trainer_state.json").exists():
-            return path
-        latest = find_latest_checkpoint(path) if path.is_dir() else None
-        if latest is None:
-            raise FileNotFoundError(
-                f"{resume}: not a checkpoint dir (no trainer_state.json) nor a run dir with checkpoints."
-            )
-        return latest
+        return resolve_resume(resume, self.out_dir)
 
     def _load_checkpoint(self, ckpt: Path) -> None:
-        from gpt1.checkpoint import hf_to_ours, load_into, read_state_dict
-
-        load_into(self.model, {k: v.to(self.device) for k, v in hf_to_ours(read_state_dict(ckpt)).items()}, ckpt)
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        tensors = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
+        progress, tensors = read_checkpoint(ckpt, self.model, self.device)
         self.optimizer.load_state_dict(tensors["optimizer"])
         self.scheduler.load_state_dict(tensors["scheduler"])
-        if state["total_steps"] != self.total_steps:
-            print(
-                f"note: the checkpoint planned {state['total_steps']} steps, this run {self.total_steps}; "
-                "the lr schedule follows this run's.",
-                flush=True,
+        if progress["total_steps"] != self.total_steps:
+            logger.info(
+                f"note: the checkpoint planned {progress['total_steps']} steps, this run {self.total_steps}; "
+                "the lr schedule follows this run's."
             )
-        self.step = int(state["step"])
-        self.tokens_seen = int(state["tokens_seen"])
-        self.best = state.get("best")
-        self.last_metrics = dict(state.get("last_metrics", {}))
-        self.source.load_state_dict(state["data"])
-        saved_world = int(state.get("world_size", 1))
-        if saved_world == self.world_size and len(state["numpy_rng"]) == self.world_size:
+        self.step = int(progress["step"])
+        self.tokens_seen = int(progress["tokens_seen"])
+        self.best = progress.get("best")
+        self.last_metrics = dict(progress.get("last_metrics", {}))
+        self.source.load_state_dict(progress["data"])
+        saved_world = int(progress.get("world_size", 1))
+        if saved_world == self.world_size and len(progress["numpy_rng"]) == self.world_size:
             r = self.rank
-            _set_rng_state(
+            set_rng_state(
                 {
                     "torch": tensors["torch_rng"][r],
                     "cuda": tensors["cuda_rng"][r],
-                    "numpy": state["numpy_rng"][r],
-                    "python": state["python_rng"][r],
+                    "numpy": progress["numpy_rng"][r],
+                    "python": progress["python_rng"][r],
                 }
             )
         else:  # a different number of processes: data position is exact, dropout masks are re-seeded
-            self._seed(self.config.seed + self.rank + 7919 * self.step)
+            seed_everything(self.config.seed + self.rank + 7919 * self.step)
         if self.is_main:
-            print(f"resumed from {ckpt} at step {self.step}", flush=True)
-
-    # ---- RNG ------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _seed(seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+            logger.info(f"resumed from {ckpt} at step {self.step}")
 
     def _snapshot(self) -> dict:
-        return {"data": self.source.state_dict(), "rng": _rng_state()}
+        return {"data": self.source.state_dict(), "rng": rng_state()}
 
     def _restore_snapshot(self, snap: dict) -> None:
         self.source.load_state_dict(snap["data"])
-        _set_rng_state(snap["rng"])
+        set_rng_state(snap["rng"])
 
     def _write_run_config(self) -> None:
-        _write_json(
-            self.out_dir / "run_config.json",
-            {
-                **self.run_config,
-                "train": self.config.to_dict(),
-                "world_size": self.world_size,
-                "total_steps": self.total_steps,
-                "warmup_steps_resolved": self.warmup,
-            },
-        )
+        resolved = {
+            **self.resolved,
+            "train": self.config.to_dict(),
+            "world_size": self.world_size,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup,
+        }
+        write_json(self.out_dir / "run_config.json", {**self.run_config, RESOLVED: resolved})
 
 
 def _zero_loss(model: nn.Module) -> torch.Tensor:
     """A zero that depends on every parameter, for a micro-batch with nothing to predict under DDP."""
     return sum(p.reshape(-1)[0] * 0.0 for p in model.parameters())
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "python": _to_lists(random.getstate()),
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    random.setstate(_to_tuples(state["python"]))
-
-
-def _to_lists(x):
-    return [_to_lists(v) for v in x] if isinstance(x, (list, tuple)) else x
-
-
-def _to_tuples(x):
-    return tuple(_to_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
-    os.replace(tmp, path)

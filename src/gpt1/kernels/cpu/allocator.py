@@ -2,11 +2,11 @@
 
 A training step frees and re-allocates the same large tensors (activations, gradients, the LM head's logits) every
 step. glibc's malloc serves each allocation over 32 MB with a fresh `mmap` and unmaps it when freed, so every step
-the kernel faults in and zeroes those pages again: on the 2-core CPU this was written on, that cost 14% of a bf16
-`gpt1` training step and 7% of an fp32 one (the same effect that running under jemalloc or tcmalloc has, which
-PyTorch's CPU tuning guide recommends). With mmap off and the trim threshold high, freed blocks stay in the heap
-and the next step reuses them. Peak memory is unchanged; memory freed after training is returned only as the heap
-shrinks from the top (or by `malloc_trim`).
+the kernel faults in and zeroes those pages again, a measurable share of a CPU training step (benchmarks/train.py;
+the same effect that running under jemalloc or tcmalloc has, which PyTorch's CPU tuning guide recommends). With mmap
+off and the trim threshold high, freed blocks stay in the heap and the next step reuses them. Peak memory is
+unchanged; memory freed after training is returned only as the heap shrinks from the top (or by `malloc_trim`).
+This changes the whole process's allocator, so it is opt-in: `TrainConfig.keep_freed_memory`.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 PyTorch's fused CPU attention kernels do not support dropout, so `scaled_dot_product_attention(dropout_p=0.1)` falls
 back to its plain kernel there: it builds every (T x T) probability matrix, keeps them (and the dropout mask) for the
 backward pass, and does the masked upper triangle's work too. GPT-1 trains with attention dropout 0.1, so on a CPU
-that path costs ~1.8 GB and a quarter of a `gpt1` training step at 4 x 512. This function computes the same
-quantity — softmax(q k^T / sqrt(d) + bias), each probability dropped with probability p and the rest scaled by
-1 / (1 - p), times v — one chunk of queries at a time, only against the keys a chunk can see.
+that path holds ~1.8 GB at `gpt1` 4 x 512 and takes a large share of each step (benchmarks/train.py). This
+computes the same quantity — softmax(q k^T / sqrt(d) + bias), each probability dropped with probability p and the
+rest scaled by 1 / (1 - p), times v — one chunk of queries at a time, only against the keys a chunk can see.
 
 Every pass over a (T x T) matrix costs about as much as a small matmul here, so the work on those matrices is kept
 to the few passes the formula needs: the two scalings move onto the (T x D) operands (q by 1/sqrt(d), v by

@@ -1,33 +1,30 @@
 """Dropout for CPU training with a cheaper random source and cheaper masking than PyTorch's CPU `nn.Dropout`.
 
 On a CPU, `nn.Dropout` draws one float per element through `bernoulli_` from torch's only CPU generator, a
-Mersenne Twister: ~11 ms for a 4 x 512 x 768 activation on the 2-core machine this was written on, and a `gpt1`
-step has 25 of them plus the attention-probability masks (~130 M elements a step). Here:
+Mersenne Twister, and a `gpt1` training step has 25 dropout layers plus the attention-probability masks (~130 M
+elements a step). Here (timings in benchmarks/train.py):
 
 - `keep_mask` takes 64 random bits per *four* elements from NumPy's SFC64 generator (small and fast; it passes
-  PractRand and BigCrush) and compares 16-bit quarters with a threshold, ~5x fewer nanoseconds per random bit than
+  PractRand and BigCrush) and compares 16-bit quarters with a threshold, far fewer nanoseconds per random bit than
   torch's `random_`. The price is that the drop probability is p rounded to a multiple of 2^-16 (0.1 becomes
   0.1000061); kept values are scaled by 1 / (1 - that probability), so the expectation is exact.
 - Masks are uint8 0/1 tensors, applied by converting to the activation's dtype and multiplying: PyTorch's CPU kernels
-  for boolean masks (`masked_fill`, bool -> float casts) run 4-10x slower than that on these sizes.
+  for boolean masks (`masked_fill`, bool -> float casts) run several times slower than that on these sizes.
 
 Each mask is a function of a seed drawn from torch's generator (`draw_seed`), so runs stay reproducible, and resume
-exactly, through torch's RNG state alone. On GPUs the fused `F.dropout` kernels are used as they are.
+exactly, through torch's RNG state alone. `gpt1.kernels.dropout` picks this on a CPU, `F.dropout` elsewhere.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 _LEVELS = 1 << 16
-Seed = Union[int, Sequence[int]]
+Seed = int | Sequence[int]
 
 
 def quantized_p(p: float) -> float:
@@ -73,22 +70,9 @@ class _Dropout(torch.autograd.Function):
         return apply_mask(grad, keep, ctx.scale), None, None
 
 
-def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """`F.dropout`, with `keep_mask` as the random source on a CPU while training."""
-    if not training or p == 0.0 or p >= 1.0 or x.device.type != "cpu":
-        return F.dropout(x, p, training)
-    return _cpu_dropout(x, p)
-
-
 # torch.compile runs this eagerly: it cannot trace the NumPy draw, and on a CPU the compiled graph with the
 # compiler's own dropout and attention was slower than these eager paths (benchmarks/train.py --compile).
 @torch.compiler.disable
-def _cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+def cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Training-mode dropout of a CPU tensor with drop probability 0 < p < 1, through `keep_mask`."""
     return _Dropout.apply(x, p, draw_seed())
-
-
-class Dropout(nn.Dropout):
-    """`nn.Dropout` that uses `dropout` above (same constructor, no parameters: checkpoints are unaffected)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)

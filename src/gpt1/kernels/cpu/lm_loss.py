@@ -1,11 +1,12 @@
-"""The LM loss: next-token cross-entropy, from logits (`lm_loss`) or fused with the LM head (`linear_cross_entropy`).
+"""The LM loss fused with the LM head (`linear_cross_entropy`): next-token cross-entropy without the full logits.
 
 Training does not need the (B, T, vocab) logits, only the loss and its gradient. At 4 x 512 tokens and GPT-1's
 40478-token vocabulary the logits, their float32 copy, the saved log-softmax and the gradient take about 1 GB.
 `linear_cross_entropy` computes `cross_entropy(hidden @ weight.T)` a chunk of positions at a time and, in the same
 pass, the gradients with respect to `hidden` and `weight` (softmax - one-hot is the logits' gradient); the backward
 pass only scales them. That keeps one chunk's logits in memory at a time without recomputing the LM head matmul
-(activation checkpointing would redo a tenth of a `gpt1` training step's FLOPs).
+(activation checkpointing would redo a tenth of a `gpt1` training step's FLOPs). The plain path it equals is
+`gpt1.model.losses.lm_loss` of the logits.
 """
 
 from __future__ import annotations
@@ -17,16 +18,9 @@ IGNORE = -100
 CHUNK = 512  # positions per chunk: an 83 MB float32 buffer at GPT-1's vocabulary
 
 
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (labels shifted left by one, -100 ignored), computed in float32 (or wider) — HF's `loss`."""
-    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
-    shift_logits = shift_logits.to(_acc(shift_logits))
-    shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
-    return F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE)
-
-
 def shifted_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """`lm_loss(hidden @ weight.T, labels)` without the full logits: the mean over positions whose label is kept."""
+    """Mean next-token cross-entropy of `hidden @ weight.T` (labels shifted left by one, -100 ignored), without the
+    full logits: `gpt1.model.losses.lm_loss(hidden @ weight.T, labels)`."""
     h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     y = labels[:, 1:].reshape(-1).to(h.device)
     return linear_cross_entropy(h, weight, y) / (y != IGNORE).sum()
