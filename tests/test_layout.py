@@ -148,3 +148,10 @@ def _stdlib(name: str) -> bool:
     import sys
 
     return name in sys.stdlib_module_names or name == "__future__"
+
+
+def test_every_public_name_resolves():
+    import gpt1
+
+    missing = [name for name in gpt1.__all__ if getattr(gpt1, name, None) is None]
+    assert not missing, f"gpt1.__all__ names that do not resolve: {missing}"

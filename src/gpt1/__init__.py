@@ -20,6 +20,7 @@ _LAZY = {
     "BlockSampler": "gpt1.data.corpus",
     "finetune": "gpt1.recipes.finetune",
     "evaluate": "gpt1.evaluation.evaluate",
+    "pretrain": "gpt1.recipes.pretrain",
     "finetune_lm": "gpt1.recipes.finetune_lm",
     "demo": "gpt1.recipes.demo",
     "train_tokenizer": "gpt1.tokenizer.learn_bpe",

@@ -186,6 +186,7 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         logits_to_keep: int = 0,
         return_logits: bool = True,
+        segment_ids: torch.Tensor | None = None,
     ) -> GPTOutput:
         """Run the network on `input_ids` (B, T).
 
@@ -195,6 +196,7 @@ class GPT(nn.Module):
         cache: a `KVCache` to read past keys from and append this call's keys to.
         logits_to_keep: if > 0, compute logits only for the last that many positions (decoding needs one).
         return_logits: False (training) computes the loss without the (B, T, vocab) logits (`kernels.lm_loss`).
+        segment_ids: (B, T) packed rows: tokens attend only within their own segment (1, 2, ...; 0 = padding).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, seq_len); got {tuple(input_ids.shape)}.")
@@ -214,7 +216,12 @@ class GPT(nn.Module):
         x = self.drop(self.tokens_embed(input_ids) + self.positions_embed(position_ids))
 
         attn_dtype = cache.dtype if cache is not None else x.dtype  # the dtype attention runs in
-        attn_mask = self._attention_bias(attention_mask, cache, B, T, past, attn_dtype)
+        if segment_ids is not None:
+            if cache is not None or attention_mask is not None:
+                raise ValueError("segment_ids (packed rows) take neither a cache nor an attention_mask.")
+            attn_mask = self._segment_bias(segment_ids, attn_dtype)
+        else:
+            attn_mask = self._attention_bias(attention_mask, cache, B, T, past, attn_dtype)
         for i, block in enumerate(self.h):
             x = block(x, attn_mask, cache, i)
         if cache is not None:
@@ -253,6 +260,20 @@ class GPT(nn.Module):
         device = key_mask.device
         causal = torch.arange(past + T, device=device)[None, :] <= torch.arange(past, past + T, device=device)[:, None]
         allowed = causal[None, :, :] & key_mask[:, None, :]
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        bias.masked_fill_(~allowed, torch.finfo(dtype).min)
+        return bias.unsqueeze(1)
+
+    @staticmethod
+    def _segment_bias(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Additive (B, 1, T, T) block-diagonal causal bias for packed rows; a padding query sees itself only, so its
+        (ignored) output stays finite."""
+        T = segment_ids.shape[1]
+        device = segment_ids.device
+        causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]
+        allowed = causal[None] & same & (segment_ids[:, None, :] > 0)
+        allowed |= torch.eye(T, dtype=torch.bool, device=device)[None]
         bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
         bias.masked_fill_(~allowed, torch.finfo(dtype).min)
         return bias.unsqueeze(1)

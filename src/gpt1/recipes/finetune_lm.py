@@ -33,7 +33,6 @@ from gpt1.data.text import (
 )
 from gpt1.loading import load_model, load_tokenizer, model_source
 from gpt1.model.gpt import GPT
-from gpt1.model.losses import lm_loss
 from gpt1.recipes.finetune import PAPER_EPOCHS, PAPER_LR, PAPER_WARMUP, FinetuneConfig
 from gpt1.training.config import RunOptions, TrainConfig, check_positive, like, setting, show_number
 
@@ -41,26 +40,17 @@ logger = logging.getLogger(__name__)
 
 
 def packed_lm_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
-    """LM loss on packed rows with attention kept inside each example (block-diagonal causal mask from `segment_ids`).
-
-    `GPT.forward` takes only a key-padding mask, so this runs the same layers with a (B, 1, T, T) additive bias; for
-    a row holding one example it is exactly `model(input_ids, attention_mask, labels)` (see the tests).
-    """
-    m = model.module if hasattr(model, "module") else model  # DDP / compiled wrappers
-    m = getattr(m, "_orig_mod", m)
-    ids, seg, labels = batch["input_ids"], batch["segment_ids"], batch["labels"]
-    T = ids.shape[1]
-    x = m.drop(m.tokens_embed(ids) + m.positions_embed(batch["position_ids"]))
-    causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
-    allowed = causal[None] & (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0)
-    allowed |= torch.eye(T, dtype=torch.bool, device=ids.device)[None]  # padding queries see themselves: no NaN rows
-    bias = torch.zeros(allowed.shape, dtype=x.dtype, device=ids.device)
-    bias.masked_fill_(~allowed, torch.finfo(x.dtype).min)
-    bias = bias.unsqueeze(1)
-    for i, block in enumerate(m.h):
-        x = block(x, bias, None, i)
-    loss = lm_loss(m.lm_head(x), labels)
-    return loss, int((labels[:, 1:] != -100).sum())
+    """LM loss on packed rows with attention kept inside each example (`segment_ids`); for a row holding one example
+    it is exactly `model(input_ids, attention_mask, labels)` (see the tests)."""
+    labels = batch["labels"]
+    out = model(
+        batch["input_ids"],
+        labels=labels,
+        position_ids=batch["position_ids"],
+        segment_ids=batch["segment_ids"],
+        return_logits=False,
+    )
+    return out.loss, int((labels[:, 1:] != -100).sum())
 
 
 def build_model_and_tokenizer(
