@@ -77,9 +77,17 @@ def losses(run: Path) -> list[float]:
 
 def trainer(run: Path, compile_: bool = False, precision: str = "bf16") -> Trainer:
     cfg = TrainConfig(
-        max_steps=40, warmup_steps=5, lr=3e-3, log_every=1, eval_every=1000, save_every=20, progress=False,
-        precision=precision, device="cuda", compile=compile_,
-    )  # fmt: skip
+        max_steps=40,
+        warmup_steps=5,
+        lr=3e-3,
+        log_every=1,
+        eval_every=1000,
+        save_every=20,
+        progress=False,
+        precision=precision,
+        device="cuda",
+        compile=compile_,
+    )
     return Trainer(tiny_model(), cfg, BlockSampler(tokens(), T, 16, seed=0, rank=0, world_size=1), run)
 
 
@@ -121,9 +129,27 @@ def test_torchrun_one_gpu(tmp_path):
     if not vocab.is_dir():
         pytest.skip(f"needs GPT-1's vocabulary at {vocab}")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "gpt1", "pretrain", "--data", str(books), "--tokenizer", str(vocab),
-           "--preset", "tiny", "--max-steps", "20", "--devices", "1", "--device", "cuda", "--no-progress",
-           "--out", str(tmp_path / "run")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "gpt1",
+        "pretrain",
+        "--data",
+        str(books),
+        "--tokenizer",
+        str(vocab),
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "20",
+        "--devices",
+        "1",
+        "--device",
+        "cuda",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "run" / "model.safetensors").exists()
