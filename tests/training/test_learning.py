@@ -49,18 +49,7 @@ def models(vocab: int, dropout: float, seed: int = 0):
         attn_pdrop=dropout,
     )
     ours = GPT(cfg)
-    ref = transformers.OpenAIGPTLMHeadModel(
-        transformers.OpenAIGPTConfig(
-            vocab_size=vocab,
-            n_positions=T,
-            n_embd=64,
-            n_layer=2,
-            n_head=4,
-            resid_pdrop=dropout,
-            embd_pdrop=dropout,
-            attn_pdrop=dropout,
-        )
-    )
+    ref = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(**cfg.to_hf_dict()))
     from gpt1.checkpoint import ours_to_hf
 
     missing, unexpected = ref.load_state_dict(ours_to_hf(ours.state_dict()), strict=False)
