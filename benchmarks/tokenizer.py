@@ -1,74 +1,122 @@
-"""Tokenizer throughput: gpt1.Tokenizer vs HF's slow OpenAIGPTTokenizer (and the fast one) on the short-jokes file.
+"""Tokenizer throughput: gpt1.Tokenizer vs HF's slow OpenAIGPTTokenizer (the reference, same ids) on book paragraphs
+and jokes, and `gpt1 prepare` on all the shared books.
 
-Usage: python benchmarks/tokenizer.py [--sample N] [--data DIR]
-Every tokenizer starts fresh (empty caches) and encodes the same jokes one at a time, once. HF slow runs on the
-first N jokes only (it is slow); ours runs on those and on the whole file. Ratios are against HF slow.
+Usage:
+    python benchmarks/tokenizer.py            # every paragraph of the shared books, every joke (a few minutes)
+    python benchmarks/tokenizer.py --quick    # a quarter of the books, half the jokes (about a minute)
+    python benchmarks/tokenizer.py --prepare  # `gpt1 prepare` on all the shared books, --num-proc 1 and 2
+Each corpus is encoded once, text by text, by a fresh instance of each tokenizer (empty caches, built before the
+clock starts), in one process; the ids must be identical. Figures are wall-clock MB/s and MB per CPU-second of this
+process (the ratio that stays meaningful when the machine is shared); the ratio is against HF slow.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-from gpt1.tokenizer.bpe import Tokenizer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generate import cpu_flags  # noqa: E402  (the other benchmarks' CPU feature line)
+from gpt1.tokenizer.bpe import Tokenizer  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def measure(name: str, encode, texts: list[str]) -> dict:
-    """Encode each text once and return the row of the table."""
-    start = time.perf_counter()
-    n_tokens = sum(len(encode(t)) for t in texts)
-    seconds = time.perf_counter() - start
+def book_paragraphs(folder: Path, every_book: int = 1) -> list[str]:
+    """The paragraphs (blank-line separated, hard-wrapped lines kept) of every `every_book`-th shared book."""
+    out = []
+    for book in sorted(folder.glob("*.txt"))[::every_book]:
+        out += [p for p in re.split(r"\n\s*\n", book.read_text(encoding="utf-8")) if p.strip()]
+    return out
+
+
+def jokes(folder: Path) -> list[str]:
+    with open(folder / "shortjokes_train.csv", encoding="utf-8", newline="") as f:
+        return [row["Joke"] for row in csv.DictReader(f)]
+
+
+def measure(encode, texts: list[str]) -> tuple[list[list[int]], float, float]:
+    """(ids of each text, wall seconds, CPU seconds of this process) for encoding each text once."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    ids = [encode(t) for t in texts]
+    return ids, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def compare(name: str, texts: list[str], vocab: Path) -> dict:
+    from transformers import OpenAIGPTTokenizer
+
+    files = {"vocab_file": str(vocab / "encoder_bpe_40000.json"), "merges_file": str(vocab / "vocab_40000.bpe")}
+    hf = OpenAIGPTTokenizer(**files)
+    ours = Tokenizer.from_pretrained(vocab)
+    ours._reset_caches()  # empty caches; spaCy's tokenizer and the Rust BPE built first, as HF builds its own
+    ours._pre._tokenizer()
+    ours._rust_tokenizer()
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    ref_ids, ref_wall, ref_cpu = measure(hf.encode, texts)
+    our_ids, our_wall, our_cpu = measure(ours.encode, texts)
+    same = sum(a == b for a, b in zip(ref_ids, our_ids))
+    assert same == len(texts), f"{name}: {len(texts) - same} of {len(texts)} texts got different ids from HF"
     return {
         "name": name,
         "texts": len(texts),
         "mb": mb,
-        "s": seconds,
-        "mb_s": mb / seconds,
-        "tok_s": n_tokens / seconds,
+        "rows": [("HF slow (reference)", ref_wall, ref_cpu), ("gpt1 Tokenizer", our_wall, our_cpu)],
+        "words": len(ours._cache),
     }
+
+
+def run_prepare(books: Path, vocab: Path, num_proc: int) -> tuple[float, float]:
+    """(wall seconds, peak resident MiB of the largest process) of `gpt1 prepare` on `books` in a fresh process."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "gpt1", "prepare", "--data", str(books), "--out", out + "/c"]
+        command += ["--tokenizer", str(vocab), "--num-proc", str(num_proc)]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sample", type=int, default=8000, help="jokes for the slow reference (default 8000)")
+    parser.add_argument("--quick", action="store_true", help="every 4th book and half the jokes (about a minute)")
+    parser.add_argument("--prepare", action="store_true", help="time `gpt1 prepare` on all the shared books instead")
     parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder")
     args = parser.parse_args()
-    vocab = args.data / "gpt1-vocab"
-    with open(args.data / "short-jokes" / "shortjokes_train.csv", encoding="utf-8", newline="") as f:
-        jokes = [row["Joke"] for row in csv.DictReader(f)]
-    sample = jokes[: args.sample]
-
-    from transformers import OpenAIGPTTokenizer, OpenAIGPTTokenizerFast
-
-    files = {"vocab_file": str(vocab / "encoder_bpe_40000.json"), "merges_file": str(vocab / "vocab_40000.bpe")}
-    hf_slow = OpenAIGPTTokenizer(**files)
-    hf_fast = OpenAIGPTTokenizerFast(**files)
-    ours_sample = Tokenizer.from_pretrained(vocab)
-    ours_full = Tokenizer.from_pretrained(vocab)
-    for tok in (ours_sample, ours_full):
-        tok.encode("warm up spaCy's import and construction")
-        tok._cache.clear()  # start the measured runs with an empty token cache
-
-    rows = [
-        measure("HF slow (reference)", hf_slow.encode, sample),
-        measure("gpt1 Tokenizer", ours_sample.encode, sample),
-        measure("HF fast (BERT pre-split, different ids)", hf_fast.encode, sample),
-        measure("gpt1 Tokenizer, whole file", ours_full.encode, jokes),
+    vocab, books = args.data / "gpt1-vocab", args.data / "gutenberg-books"
+    print(f"CPU flags: {cpu_flags()}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
+    if args.prepare:
+        size = sum(f.stat().st_size for f in books.glob("*.txt")) / 1e6
+        print(f"gpt1 prepare on {books} ({size:.1f} MB):")
+        for num_proc in (1, 2):
+            wall, peak = run_prepare(books, vocab, num_proc)
+            print(f"  --num-proc {num_proc}: {wall:6.1f} s wall, {size / wall:5.2f} MB/s, peak RSS {peak:.0f} MiB")
+        return
+    all_jokes = jokes(args.data / "short-jokes")
+    corpora = [
+        ("book paragraphs", book_paragraphs(books, 4 if args.quick else 1)),
+        ("jokes", all_jokes[: len(all_jokes) // 2] if args.quick else all_jokes),
     ]
-    same = sum(hf_slow.encode(t) == ours_sample.encode(t) for t in sample)
-    reference = rows[0]["mb_s"]
-    print(f"{'tokenizer':42} {'texts':>7} {'MB':>6} {'s':>7} {'MB/s':>7} {'tokens/s':>10} {'x HF slow':>9}")
-    for r in rows:
-        print(
-            f"{r['name']:42} {r['texts']:7d} {r['mb']:6.2f} {r['s']:7.2f} {r['mb_s']:7.3f} {r['tok_s']:10.0f} "
-            f"{r['mb_s'] / reference:9.1f}"
-        )
-    print(f"identical ids to HF slow on {same}/{len(sample)} sampled jokes")
+    results = [compare(name, texts, vocab) for name, texts in corpora]
+    print(
+        f"{'corpus':16} {'tokenizer':22} {'texts':>7} {'MB':>6} {'wall s':>7} {'MB/s':>6} {'MB/cpu-s':>8} {'x HF':>5}"
+    )
+    for r in results:
+        _, ref_wall, ref_cpu = r["rows"][0]
+        for label, wall, cpu in r["rows"]:
+            print(
+                f"{r['name']:16} {label:22} {r['texts']:7d} {r['mb']:6.2f} {wall:7.2f} {r['mb'] / wall:6.2f} "
+                f"{r['mb'] / cpu:8.2f} {ref_cpu / cpu:5.1f}"
+            )
+        print(f"{'':16} ids identical on all {r['texts']} texts; {r['words']:,} distinct words cached")
+    print("x HF = HF's CPU seconds / gpt1's CPU seconds, same texts, same process")
 
 
 if __name__ == "__main__":

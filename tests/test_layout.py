@@ -30,9 +30,11 @@ ALLOWED = {
         "training", "kernels",
     },
     "serving": {"inference", "model", "loading", "runtime", "config", "tokenizer"},
+    # lm-evaluation-harness's model "gpt1" and the task pack: gpt1's loading, scoring, decoding, readers and metrics.
+    "lm_eval": {"loading", "inference", "evaluation", "data", "model", "runtime", "config", "tokenizer"},
     "cli": {
         "config", "runtime", "hub", "checkpoint", "tokenizer", "model", "loading", "data", "inference", "evaluation",
-        "training", "recipes", "serving", "kernels",
+        "training", "recipes", "serving", "kernels", "lm_eval",
     },
 }  # fmt: skip
 # The one arrow up, on purpose: `GPT.generate` is transformers' name for `gpt1.generate(model, ...)`, so users of

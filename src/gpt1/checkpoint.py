@@ -168,7 +168,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path) ->
             f"{source}: tensor {k} has shape {got} but config.json implies {want}"
             f"{f' ({len(bad) - 1} more mismatches)' if len(bad) > 1 else ''}."
         )
-    model.load_state_dict({**state, "lm_head.weight": state["tokens_embed.weight"]}, strict=True)
+    tied = {"lm_head.weight": state["tokens_embed.weight"]} if "lm_head.weight" in model.state_dict() else {}
+    model.load_state_dict({**state, **tied}, strict=True)  # an int8 model's head owns no tensor: nothing to tie
 
 
 def _layer_count(state: dict) -> int:

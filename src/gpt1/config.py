@@ -13,6 +13,11 @@ DEFAULT_TOKENIZER = "openai-community/openai-gpt"  # GPT-1's own BPE vocabulary,
 PRESET_PREFIX = "preset:"  # a model source "preset:NAME" means random weights of that preset
 
 
+# config.json's `quantization_config` of an int8 model (gpt1.model.quantize): what the stored tensors mean.
+INT8_QUANT_METHOD = "gpt1_int8"
+INT8_SCHEME = {"bits": 8, "symmetric": True, "granularity": "per_output_channel", "scale_dtype": "bfloat16"}
+
+
 @dataclass
 class GPT1Config:
     """Hyper-parameters of a GPT-1-architecture network; field names follow HF's `OpenAIGPTConfig`."""
@@ -33,6 +38,8 @@ class GPT1Config:
     summary_first_dropout: float = 0.1
     # Free-form extras carried through save/load (e.g. special token ids, the task name).
     extra: dict[str, Any] = field(default_factory=dict)
+    # None: float weights; "int8": weight-only int8 (gpt1.model.quantize), saved as config.json's quantization_config.
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -48,6 +55,8 @@ class GPT1Config:
                     f"GPT1Config.{name}={getattr(self, name)!r} is invalid: sizes must be positive "
                     f"and n_embd ({self.n_embd}) divisible by n_head ({self.n_head})."
                 )
+        if self.quantization not in (None, "int8"):
+            raise ValueError(f"GPT1Config.quantization={self.quantization!r} is not supported; use None or 'int8'.")
         if self.afn not in ACTIVATIONS:
             raise ValueError(f"GPT1Config.afn={self.afn!r} is not supported; use one of {sorted(ACTIVATIONS)}.")
 
@@ -85,16 +94,24 @@ class GPT1Config:
             d["gpt1_num_labels"] = self.num_labels
         if self.extra:
             d["gpt1_extra"] = self.extra
+        if self.quantization:  # transformers refuses an unknown quant_method rather than load int8 as floats
+            d["quantization_config"] = {"quant_method": INT8_QUANT_METHOD, **INT8_SCHEME}
         return d
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]) -> GPT1Config:
         """Build from an HF `config.json` dict, ignoring keys that do not affect the network."""
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "num_labels"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "num_labels", "quantization"}
         kwargs = {k: v for k, v in d.items() if k in known}
         if "gpt1_num_labels" in d:
             kwargs["num_labels"] = int(d["gpt1_num_labels"])
         kwargs["extra"] = dict(d.get("gpt1_extra", {}))
+        quant = d.get("quantization_config")
+        if quant is not None:
+            method = quant.get("quant_method") if isinstance(quant, dict) else quant
+            if method != INT8_QUANT_METHOD:
+                raise ValueError(f"quantization_config {quant!r} is not one gpt1 reads (only {INT8_QUANT_METHOD!r})")
+            kwargs["quantization"] = "int8"
         return cls(**kwargs)
 
     def save(self, path: str | Path) -> None:

@@ -257,3 +257,45 @@ def test_val_batches_cover_and_cap():
     starts = [int(r[0]) for b in capped for r in b["input_ids"]]
     assert starts == [0, 300, 600, 900]
     assert val_batches(tokens[:50], 100, 3)[0]["input_ids"].shape == (1, 50)  # shorter than a block: one short block
+
+
+# ---- streaming ---------------------------------------------------------------------------------------------
+def test_files_are_read_in_the_pieces_split_pieces_cuts(tmp_path, monkeypatch):
+    from gpt1.data import corpus
+
+    monkeypatch.setattr(corpus, "_READ_CHARS", 97)  # reads end everywhere: inside words, line breaks, blank runs
+    rng = np.random.default_rng(5)
+    lines = random_text(rng, 4000, lines=300).split("\n")
+    text = "".join(line + str(rng.choice(["\n", "\n\n  \n", " \r\n", "\n\t"])) for line in lines)
+    path = tmp_path / "book.txt"
+    path.write_bytes(text.encode("utf-8") + b"\xff tail")
+    expected = split_pieces(path.read_text(encoding="utf-8", errors="replace"), 500)
+    assert len(expected) > 10 and list(corpus._file_pieces(path, 500)) == expected
+
+
+def test_prepare_memory_is_bounded_by_the_chunk(tmp_path, monkeypatch):
+    """A corpus 15x larger (one file of many chunks) peaks at about the same memory as the small one."""
+    import tracemalloc
+
+    from gpt1.data import corpus
+
+    monkeypatch.setattr(corpus, "CHUNK_CHARS", 1 << 16)
+    monkeypatch.setattr(corpus, "_READ_CHARS", 1 << 15)
+    monkeypatch.setattr(corpus, "_COUNT_BLOCK", 1 << 14)
+    tok = tiny_tokenizer(tmp_path)
+    rng = np.random.default_rng(6)
+    block = "\n".join(random_text(rng, 2000, lines=100) for _ in range(6))  # ~70 KB
+    tok.encode(block)  # the tokenizer's caches are filled before measuring: they are bounded by distinct words
+    peaks, sizes = {}, {}
+    for scale in (4, 60):
+        folder = tmp_path / f"x{scale}"
+        folder.mkdir()
+        (folder / "book.txt").write_text("\n".join([block] * scale))
+        sizes[scale] = (folder / "book.txt").stat().st_size
+        tracemalloc.start()
+        meta = prepare_corpus(folder, tmp_path / f"c{scale}", tok, val_fraction=0.01, progress=False)
+        peaks[scale] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert meta["train_tokens"] + meta["val_tokens"] > sizes[scale] // 4
+    assert sizes[60] > 10 * sizes[4] and sizes[60] > 2 << 20
+    assert peaks[60] < 1.2 * peaks[4], (peaks, sizes)  # reading the big file whole would add its 3 MB

@@ -43,3 +43,5 @@ def test_perplexity_windows_score_every_token_once():
     assert short["perplexity"] == pytest.approx(math.exp(float(expected)), rel=1e-4)
     with pytest.raises(ValueError, match="stride=40 must be in 1..32"):
         perplexity(model, _CharTok(), text, stride=40)
+    with pytest.raises(ValueError, match="max_length=1 must be in 2.."):  # a 1-token window would never advance
+        perplexity(model, _CharTok(), text, max_length=1)

@@ -2,8 +2,9 @@
 
 Each field of a recipe's config (`gpt1.training.config.setting`) becomes one option: `--name-with-dashes` (or its
 `flag`), its help with the default appended, its type (from the annotation, or the field's `type`), choices, nargs,
-argument group and mutually exclusive group; a bool is a switch (`--no-...` when it defaults to true). Parsers are
-built with `argument_default=SUPPRESS`, so only the flags given appear, and they override the config file's values.
+action (`append`: a repeatable flag), argument group and mutually exclusive group; a bool is a switch (`--no-...` when
+it defaults to true). Parsers are built with `argument_default=SUPPRESS`, so only the flags given appear, and they
+override the config file's values.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def _argument(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
     kind = meta.get("type") or _base_type(hint)
     if kind not in (None, str):
         kwargs["type"] = kind if kind in (int, float) else _as_argument_type(kind)
-    for key in ("choices", "nargs", "metavar"):
+    for key in ("choices", "nargs", "metavar", "action"):  # action="append": a repeatable flag
         if key in meta:
             kwargs[key] = meta[key]
     if _required(f) and "exclusive" not in meta:

@@ -22,6 +22,7 @@ from gpt1.recipes.finetune_lm import FinetuneLMConfig, run_finetune_lm
 from gpt1.recipes.pretrain import PretrainConfig, run_pretrain
 from gpt1.recipes.reproduce import SCALES, ReproduceConfig, reproduce, reproduce_config
 from gpt1.training.config import show_number
+from gpt1.training.trackers import check_trackers
 
 
 def _add(sub, verb: str, config: type, help: str, description: str) -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def config_from_args(args: argparse.Namespace, config: type, verb: str) -> Any:
         return settings.get(name, fields.get(name))
 
     check_run_args(preset=get("preset"), model=get("model"), out=get("out"), device=get("device"), lr=get("lr"))
+    check_trackers(get("logger"))  # a tracker's missing package, before any data is read
     return config.from_flat(settings)
 
 
@@ -225,6 +227,7 @@ def add_reproduce(sub) -> None:
 def reproduce_config_from_args(args: argparse.Namespace) -> ReproduceConfig:
     """The scale's settings, then the --config file's, then the flags."""
     settings = settings_from_args(args, args._parser, ReproduceConfig, "reproduce", extra=("scale",))
+    check_trackers(settings.get("logger"))
     return reproduce_config(settings.pop("scale", "default"), **settings)
 
 

@@ -45,8 +45,12 @@ FLAG_ALIASES = {
 
 
 # ---- shared helpers ---------------------------------------------------------------------------------
+DTYPE_HELP = "float32, bfloat16, or int8 (weights quantised at load, float32 activations) (default: as stored)"
+
+
 def parse_dtype(name: str | None, device: str | None = None):
-    """The torch dtype for --dtype; float16 is refused on a CPU, where it runs 30-60x slower than float32."""
+    """The torch dtype for --dtype, or "int8" (weight-only quantised weights, float32 activations); float16 is
+    refused on a CPU, where it runs 30-60x slower than float32."""
     import torch
 
     if name in (None, "auto"):
@@ -58,9 +62,10 @@ def parse_dtype(name: str | None, device: str | None = None):
         "bf16": torch.bfloat16,
         "float16": torch.float16,
         "fp16": torch.float16,
+        "int8": "int8",
     }
     if name not in table:
-        raise UserError(f"--dtype {name!r} is not supported; use float32, bfloat16 or float16 (GPU only).")
+        raise UserError(f"--dtype {name!r} is not supported; use float32, bfloat16, int8 or float16 (GPU only).")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if table[name] == torch.float16 and not str(device).startswith("cuda"):
         raise UserError("--dtype float16 is 30-60x slower than float32 on a CPU; use float32 or bfloat16 there.")
@@ -206,7 +211,7 @@ def _add_serve(sub) -> None:
         "serve",
         help="OpenAI-compatible HTTP API (/v1/completions, streaming) and a web playground",
         description="Serve a model over OpenAI's completions API (POST /v1/completions, streaming, "
-        "GET /v1/models, /health) with continuous batching, and a web playground at /. "
+        "GET /v1/models, /health, /metrics) with continuous batching, and a web playground at /. "
         "Completions stop at a fine-tuned run's end-of-text token (the request field "
         "ignore_eos turns that off).",
     )
@@ -216,7 +221,7 @@ def _add_serve(sub) -> None:
         "--host",
         default=host,
         help=f"address to bind (default {host}: this machine only; 0.0.0.0 exposes the API and the "
-        "playground, without authentication, to every network this machine is on)",
+        "playground to every network this machine is on: set an API key)",
     )
     port, max_batch, max_queue = (default_of(serve, k) for k in ("port", "max_batch", "max_queue"))
     p.add_argument("--port", type=int, default=port, help=f"TCP port to listen on (default {port})")
@@ -227,16 +232,34 @@ def _add_serve(sub) -> None:
         "--max-queue", type=int, default=max_queue, help=f"most requests waiting; more get 503 (default {max_queue})"
     )
     p.add_argument("--tokenizer", default=None, help="tokenizer dir or hub id (default: the model's own)")
-    p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: as stored)")
+    p.add_argument("--dtype", default=None, help=DTYPE_HELP)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
     p.add_argument("--name", default=None, help="model name the API reports (default: the model dir's name)")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on every path but /health and the playground page (repeat for "
+        "several keys); default: the env var GPT1_API_KEY (commas between keys), which `ps` does not show",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let browser pages from ORIGIN (scheme://host[:port], or *) call the API; repeatable (default: none)",
+    )
 
 
 def _cmd_serve(args) -> None:
     from gpt1.runtime import resolve_device
     from gpt1.serving.app import serve
+    from gpt1.serving.security import api_keys_from, check_cors_origins
 
     check_model_arg(args.model)
+    api_keys = api_keys_from(args.api_key, os.environ)
+    cors_origins = check_cors_origins(args.cors_origin)
     device = resolve_device(args.device)
     serve(
         args.model,
@@ -249,6 +272,8 @@ def _cmd_serve(args) -> None:
         device=device,
         name=args.name,
         announce=lambda banner: print(banner, flush=True),
+        api_keys=api_keys,
+        cors_origins=cors_origins,
     )
 
 
@@ -287,6 +312,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--max-length", type=int, help="perplexity: window length (default: the model's context)")
     p.add_argument("--max-examples", type=int, help="evaluate only the first N examples")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", default=None, help=DTYPE_HELP)
     p.add_argument("--output", help="write the metrics and predictions to this JSON file")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_settings(p, TaskColumns)
@@ -323,6 +349,7 @@ def _cmd_evaluate(args) -> None:
         max_examples=args.max_examples,
         progress=args.progress,
         device=device,
+        dtype=parse_dtype(args.dtype, device),
         **_task_columns(args),
     )
     rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
@@ -405,7 +432,7 @@ def _add_generate(sub) -> None:
         help="drop the oldest prompt tokens when prompt + new tokens would pass the model's context",
     )
     p.add_argument("--tokenizer", default=None, help="tokenizer dir or hub id (default: the model's own)")
-    p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: as stored)")
+    p.add_argument("--dtype", default=None, help=DTYPE_HELP)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
 
 
@@ -464,6 +491,119 @@ def _cmd_generate(args) -> None:
         print(text)
 
 
+# ---- quantize -----------------------------------------------------------------------------------------
+def _add_quantize(sub) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="save an int8 (weight-only) copy of a model for fast CPU inference",
+        description="Store every linear layer and the tied embedding / LM head as int8 with per-channel scales "
+        "and write config.json + model.safetensors (+ tokenizer) to OUT; generate, evaluate and serve load it "
+        "as int8 without quantising again; training verbs refuse it.",
+    )
+    p.add_argument("model", help="model dir, run dir, OpenAI release dir, hub id or preset:NAME")
+    p.add_argument("out", help="the model dir to write (created if missing)")
+
+
+def _cmd_quantize(args) -> None:
+    from gpt1.loading import quantize_checkpoint
+
+    check_model_arg(args.model, "MODEL")
+    check_out_dir(args.out, "OUT")
+    print(f"wrote {quantize_checkpoint(args.model, args.out)}")
+
+
+# ---- lm-eval ------------------------------------------------------------------------------------------
+LM_EVAL_MISSING = 'lm-eval is not installed: pip install "gpt1[eval]"'
+
+
+def _add_lm_eval(sub) -> None:
+    p = sub.add_parser(
+        "lm-eval",
+        help="run EleutherAI's lm-evaluation-harness on a model (the gpt1 adapter and the GPT-1 task pack)",
+        description="Evaluate a model with lm-evaluation-harness's own simple_evaluate, through its model "
+        "'gpt1' (GPT-1's tokenizer, gpt1's scoring and decoder), and print lm-eval's table. The GPT-1 task pack "
+        "(gpt1_sst2, gpt1_cola, gpt1_race_middle, gpt1_race_high, gpt1_story_cloze, gpt1_dprd, gpt1_snli, "
+        "gpt1_scitail, gpt1_stsb) is always included. Flags are named as lm-eval's own CLI names them.",
+    )
+    p.add_argument("--model", required=True, help="run dir, model dir, hub id, or preset:NAME (with --tokenizer)")
+    p.add_argument(
+        "--tasks", required=True, nargs="+", help="task names, comma- or space-separated (gpt1_* or lm-eval's)"
+    )
+    p.add_argument(
+        "--include_path", "--include-path", action="append", default=[], metavar="DIR", help="more task YAMLs"
+    )
+    p.add_argument(
+        "--task_data",
+        "--task-data",
+        action="append",
+        default=[],
+        metavar="KEY=PATH",
+        help="local data of a pack task (sst2, cola, race, story_cloze, dprd, snli, scitail, stsb), e.g. "
+        "sst2=glue/SST-2 (default: the env var GPT1_DATA_KEY, else the task's hub dataset); repeatable",
+    )
+    p.add_argument("--num_fewshot", "--num-fewshot", type=int, default=None, metavar="K", help="few-shot examples")
+    p.add_argument(
+        "--limit", type=float, default=None, metavar="N", help="examples per task (a count, or a fraction < 1)"
+    )
+    p.add_argument("--batch_size", "--batch-size", type=int, default=16, help="sequences per forward (default 16)")
+    p.add_argument("--output_path", "--output-path", metavar="P", help="write the results JSON (a .json file or a dir)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", default=None, help=DTYPE_HELP)
+    p.add_argument("--tokenizer", default=None, help="tokenizer dir or hub id (default: the model's own)")
+    p.add_argument(
+        "--model_args",
+        "--model-args",
+        default=None,
+        metavar="K=V,...",
+        help="more options of the gpt1 model: precision=fp32, max_length=N, stride=N, max_gen_toks=N",
+    )
+
+
+def _cmd_lm_eval(args) -> None:
+    try:
+        from lm_eval.utils import make_table, simple_parse_args_string
+
+        from gpt1.lm_eval.run import parse_task_data, run, write_results
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "lm_eval":
+            raise
+        raise UserError(LM_EVAL_MISSING) from None
+    from gpt1.runtime import resolve_device
+
+    tasks = [t for part in args.tasks for t in part.split(",") if t]
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size {args.batch_size} is invalid; use 1 or more.")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise UserError(f"--num_fewshot {args.num_fewshot} is invalid; use 0 or more.")
+    if args.limit is not None and (args.limit <= 0 or args.limit >= 1 and args.limit != int(args.limit)):
+        raise UserError(f"--limit {args.limit:g} is invalid; use a count (1 or more) or a fraction between 0 and 1.")
+    if args.output_path:
+        out = Path(args.output_path)
+        check_out_file(str(out if out.suffix == ".json" else out / "results.json"), "--output_path")
+    if preset_name(args.model) is not None:
+        check_model_arg(args.model)
+        if args.tokenizer is None:
+            raise UserError("--model preset:NAME has no tokenizer of its own; pass --tokenizer DIR.")
+    device = resolve_device(args.device)
+    parse_dtype(args.dtype, device)  # refuse a bad --dtype before loading; the adapter takes its name
+    results = run(
+        args.model,
+        tasks,
+        include_path=args.include_path,
+        num_fewshot=args.num_fewshot,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=device,
+        dtype=args.dtype,
+        tokenizer=args.tokenizer,
+        task_data=parse_task_data(args.task_data),
+        model_args=simple_parse_args_string(args.model_args) if args.model_args else None,
+    )
+    print(make_table(results))
+    if args.output_path:
+        print(f"wrote {write_results(results, args.output_path)}")
+
+
 # ---- entry point -----------------------------------------------------------------------------------------
 # verb: (add its parser to the subparsers, run it), in the order `gpt1 --help` lists them: the first minute's
 # commands, then the paper's two stages, then serving.
@@ -473,6 +613,7 @@ VERBS: dict[str, tuple[Callable, Callable]] = {
     "info": (_add_info, _cmd_info),
     "tokenize": (_add_tokenize, _cmd_tokenize),
     "convert": (_add_convert, _cmd_convert),
+    "quantize": (_add_quantize, _cmd_quantize),
     "prepare": (_add_prepare, _cmd_prepare),
     "pretrain": (recipes.add_pretrain, recipes.cmd_pretrain),
     "finetune-lm": (recipes.add_finetune_lm, recipes.cmd_finetune_lm),
@@ -480,6 +621,7 @@ VERBS: dict[str, tuple[Callable, Callable]] = {
     "evaluate": (_add_evaluate, _cmd_evaluate),
     "reproduce": (recipes.add_reproduce, recipes.cmd_reproduce),
     "serve": (_add_serve, _cmd_serve),
+    "lm-eval": (_add_lm_eval, _cmd_lm_eval),
 }
 COMMANDS = list(VERBS)
 

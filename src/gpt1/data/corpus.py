@@ -4,18 +4,21 @@
 `datasets` hub name, tokenizes in parallel, ends every document with the document-end token `<|endoftext|>` (GPT-1's
 vocabulary has none, so it is added as special token 40478) and writes the ids as raw `uint16` arrays plus a
 `meta.json` of counts, the tokenizer's fingerprint and the source files' sizes and mtimes; a re-run with the same
-inputs reuses the shards. `BlockSampler` then draws contiguous `n_positions`-token blocks at random from the memmap,
-as in the paper, each process of a DDP run reading its own blocks.
+inputs reuses the shards. It streams: text files are read a piece at a time and ids are appended to the shards as
+each chunk of pieces is tokenized, so memory is bounded by the chunk, whatever the corpus size. `BlockSampler` then
+draws contiguous `n_positions`-token blocks at random from the memmap, as in the paper, each process of a DDP run
+reading its own blocks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +26,16 @@ import numpy as np
 import torch
 
 from gpt1.data.batching import EpochPlan
-from gpt1.data.readers import expand_paths, load_records, read_document, read_json, require_column
+from gpt1.data.readers import expand_paths, load_records, read_json, require_column
 from gpt1.runtime import dist_env
 
 EOT_TOKEN = "<|endoftext|>"  # the same string GPT-2 uses; the LM fine-tuning code appends the same token
 META_FILE = "meta.json"
 FORMAT = "gpt1-corpus-v1"
 PIECE_CHARS = 1 << 16  # long documents are cut at line breaks into ~64 KB pieces: parallel work units
-GROUP_CHARS = 1 << 25  # pieces are tokenized ~32 MB of text at a time, bounding memory on huge corpora
+CHUNK_CHARS = 1 << 23  # pieces are tokenized ~8 MB of text at a time: what bounds memory
+_READ_CHARS = 1 << 20  # text files are read this much at a time
+_COUNT_BLOCK = 1 << 22  # tokens counted at a time for the unigram entropy
 _TEXT_SUFFIXES = {".txt", ".text", ".md", ""}
 _TRAILING_WS = re.compile(r"\s*")
 logger = logging.getLogger(__name__)  # progress messages; the CLI shows them
@@ -57,13 +62,51 @@ def iter_documents(sources: Sequence[str | Path], text_column: str = "text", spl
 
     Files are found and the column checked now, so bad input fails before any work starts.
     """
+    pieces = iter_document_pieces(sources, text_column, split)
+    return ("".join(parts) for parts in pieces)
+
+
+def iter_document_pieces(
+    sources: Sequence[str | Path], text_column: str = "text", split: str = "train", piece_chars: int = PIECE_CHARS
+) -> Iterator[Iterator[str]]:
+    """For each document in order, its `split_pieces`, read lazily: a text file a megabyte at a time, records a
+    batch at a time, so no document or column is ever held whole."""
     _, files = _describe_sources(sources)
     if files is not None and all(f.suffix.lower() in _TEXT_SUFFIXES for f in files):
-        return (read_document(f) for f in files)
+        return (_file_pieces(f, piece_chars) for f in files)
     ds = load_records(list(sources), split=split)
     require_column(ds, text_column, sources[0] if len(sources) == 1 else "the data")
-    texts = ds[text_column] if len(ds) < 1_000_000 else (r[text_column] for r in ds)
-    return (str(t) for t in texts if t is not None)
+
+    def records() -> Iterator[Iterator[str]]:
+        for batch in ds.iter(batch_size=1024):
+            for text in batch[text_column]:
+                if text is not None:
+                    yield iter(split_pieces(str(text), piece_chars))
+
+    return records()
+
+
+def _file_pieces(path: Path, piece_chars: int) -> Iterator[str]:
+    """`split_pieces(path.read_text(...))`, reading the file a chunk at a time (undecodable bytes replaced, so one
+    stray byte never stops a corpus; universal newlines, as read_text)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        buffer, start, done = "", 0, False
+        while True:
+            # Cut as split_pieces does; a cut needs the whole whitespace run after the line break in the buffer.
+            j = buffer.find("\n", start + piece_chars) if len(buffer) - start > piece_chars else -1
+            end = _TRAILING_WS.match(buffer, j).end() if j >= 0 else -1
+            if j >= 0 and (end < len(buffer) or done):
+                if buffer[start:end].strip():
+                    yield buffer[start:end]
+                start = end
+                continue
+            if done:
+                if buffer[start:].strip():
+                    yield buffer[start:]
+                return
+            more = f.read(_READ_CHARS)
+            done = not more
+            buffer, start = buffer[start:] + more, 0
 
 
 def split_pieces(text: str, piece_chars: int = PIECE_CHARS) -> list[str]:
@@ -144,28 +187,30 @@ def prepare_corpus(
             return existing
 
     out.mkdir(parents=True, exist_ok=True)
-    newline = _newline_ids(tokenizer)
+    newline = np.asarray(_newline_ids(tokenizer), dtype=dtype)
+    eot = np.asarray([eot_id], dtype=dtype)
     rng = np.random.default_rng(seed)
     counts = {"train": 0, "val": 0}
     n_docs = n_pieces = 0
     tmp = {s: out / f"{s}.bin.tmp" for s in ("train", "val")}
     t0 = time.time()
-    documents = iter_documents(sources, text_column, split)
-    with tmp["train"].open("wb") as f_train, tmp["val"].open("wb") as f_val:
+    documents = iter_document_pieces(sources, text_column, split)
+    total = sum(d["size"] for d in described) if all("size" in d for d in described) else None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not progress, smoothing=0.1)
+    with tmp["train"].open("wb") as f_train, tmp["val"].open("wb") as f_val, bar, _Encoder(tokenizer, num_proc) as enc:
         files = {"train": f_train, "val": f_val}
-        for group in _piece_groups(documents):
-            ids_list = tokenizer.encode_batch([p for _, p, _ in group], num_proc=num_proc, progress=progress)
-            # Assign each piece to a split; a piece ends with <|endoftext|> where its document ends or where the
-            # next piece of the document goes to the other split, and with a newline where the text simply goes on.
-            splits = ["val" if r < val_fraction else "train" for r in rng.random(len(group))]
-            for i, ((doc_last, _, _), ids) in enumerate(zip(group, ids_list)):
+        for chunk in _chunks(_assigned_pieces(documents, rng, val_fraction)):
+            # A piece ends with <|endoftext|> where its document ends or where the next piece of the document goes
+            # to the other split, and with a newline where the text simply goes on.
+            for (text, which, doc_last, goes_on), ids in zip(chunk, enc.map([p[0] for p in chunk])):
+                arr = np.concatenate([ids.astype(dtype, copy=False), newline if goes_on else eot])
+                files[which].write(arr.tobytes())
+                counts[which] += len(arr)
                 n_pieces += 1
                 n_docs += doc_last
-                same_next = not doc_last and splits[i + 1] == splits[i]  # groups end at document ends
-                tail = newline if same_next else [eot_id]
-                arr = np.asarray(ids + tail, dtype=dtype)
-                files[splits[i]].write(arr.tobytes())
-                counts[splits[i]] += len(arr)
+                bar.update(len(text.encode("utf-8")))
     if counts["train"] + counts["val"] == 0:
         for p in tmp.values():
             p.unlink(missing_ok=True)
@@ -237,39 +282,102 @@ def unigram_entropy(tokens: np.ndarray) -> float:
     """Entropy in nats of the tokens' own frequencies: the loss of a model that predicts word frequencies and
     ignores context, the level a stalled language model sits at."""
     counts = np.zeros(0, dtype=np.int64)
-    for start in range(0, len(tokens), 1 << 24):  # in chunks: a memmap of billions of tokens is never copied whole
-        part = np.bincount(np.asarray(tokens[start : start + (1 << 24)], dtype=np.int64))
+    for start in range(0, len(tokens), _COUNT_BLOCK):  # in blocks: a memmap of billions of tokens is never copied
+        part = np.bincount(np.asarray(tokens[start : start + _COUNT_BLOCK], dtype=np.int64))
         counts = np.pad(counts, (0, max(0, len(part) - len(counts))))
         counts[: len(part)] += part
     p = counts[counts > 0] / len(tokens)
     return float(-(p * np.log(p)).sum())
 
 
-def _piece_groups(docs: Iterator[str]) -> Iterator[list[tuple[bool, str, int]]]:
-    """(is the document's last piece, piece text, document index), in groups of about GROUP_CHARS of text.
+def _assigned_pieces(
+    documents: Iterable[Iterator[str]], rng: np.random.Generator, val_fraction: float
+) -> Iterator[tuple[str, str, bool, bool]]:
+    """(piece, its split, is its document's last piece, does the text go on into the next piece of the same split),
+    one random draw per piece in order."""
+    for pieces in documents:
+        piece = next(pieces, None)
+        if piece is None:
+            continue
+        which = "val" if rng.random() < val_fraction else "train"
+        for following in pieces:
+            next_which = "val" if rng.random() < val_fraction else "train"
+            yield piece, which, False, next_which == which
+            piece, which = following, next_which
+        yield piece, which, True, False
 
-    A group only ends at a document end, so the newline/end-token logic never has to look across groups.
-    """
-    group: list[tuple[bool, str, int]] = []
+
+def _chunks(pieces: Iterator[tuple], chunk_chars: int | None = None) -> Iterator[list[tuple]]:
+    """Consecutive pieces in lists of about `chunk_chars` characters of text (CHUNK_CHARS by default)."""
+    limit = CHUNK_CHARS if chunk_chars is None else chunk_chars
+    chunk: list[tuple] = []
     size = 0
-    for d, doc in enumerate(docs):
-        pieces = split_pieces(doc)
-        for k, piece in enumerate(pieces):
-            group.append((k == len(pieces) - 1, piece, d))
-            size += len(piece)
-        if size >= GROUP_CHARS:
-            yield group
-            group, size = [], 0
-    if group:
-        yield group
+    for piece in pieces:
+        chunk.append(piece)
+        size += len(piece[0])
+        if size >= limit:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+class _Encoder:
+    """Encodes lists of texts to uint32 id arrays, in `num_proc` worker processes kept for the whole run (so their
+    caches stay warm) when > 1; each list is sent whole, so the pool never reads ahead of one chunk."""
+
+    def __init__(self, tokenizer, num_proc: int) -> None:
+        self.tokenizer, self.num_proc, self.pool = tokenizer, num_proc, None
+
+    def __enter__(self) -> _Encoder:
+        if self.num_proc > 1:
+            self.pool = multiprocessing.get_context("spawn" if os.name == "nt" else "fork").Pool(
+                self.num_proc, _init_worker, (self.tokenizer,)
+            )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            if exc[0] is None:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
+
+    def map(self, texts: list[str]) -> Iterator[np.ndarray]:
+        if self.pool is None:
+            return (_ids_array(self.tokenizer.encode(t)) for t in texts)
+        return self.pool.imap(_encode_in_worker, texts, chunksize=1)
+
+
+def _ids_array(ids: list[int]) -> np.ndarray:
+    return np.asarray(ids, dtype=np.uint32)  # pickles as one buffer, unlike a list of ints
+
+
+_WORKER: Callable[[str], list[int]] | None = None
+
+
+def _init_worker(tokenizer) -> None:
+    global _WORKER
+    _WORKER = tokenizer.encode
+
+
+def _encode_in_worker(text: str) -> np.ndarray:
+    assert _WORKER is not None
+    return _ids_array(_WORKER(text))
 
 
 def _move_tail_to_val(train_path: Path, val_path: Path, counts: dict, dtype: str, fraction: float) -> None:
-    data = np.fromfile(train_path, dtype=dtype)
-    k = max(1, int(len(data) * fraction))
-    data[-k:].tofile(val_path)
-    data[:-k].tofile(train_path)
-    counts["train"], counts["val"] = len(data) - k, k
+    """Move the last `fraction` of the train shard's tokens to the (empty) val shard, a block at a time."""
+    n = counts["train"]
+    k = max(1, int(n * fraction))
+    data = np.memmap(train_path, dtype=dtype, mode="r")
+    with val_path.open("wb") as f:
+        for start in range(n - k, n, 1 << 22):
+            f.write(np.asarray(data[start : min(n, start + (1 << 22))]).tobytes())
+    del data
+    os.truncate(train_path, (n - k) * np.dtype(dtype).itemsize)
+    counts["train"], counts["val"] = n - k, k
 
 
 def _newline_ids(tokenizer) -> list[int]:

@@ -33,6 +33,7 @@ def evaluate(
     max_examples: int | None = None,
     progress: bool = True,
     device: str | None = None,
+    dtype: Any = None,
     **columns: Any,
 ) -> dict[str, Any]:
     """Evaluate `model` (a path/hub id or a loaded `GPT`) in one of three ways, returning metrics at the top level:
@@ -41,10 +42,12 @@ def evaluate(
     - `zero_shot="sst2"|"cola"|"race"|"rocstories"|"dprd"`: the paper's §5 heuristics with the LM alone on `data`
       (for cola, `calibration_data` is the labelled split the threshold is chosen on);
     - `perplexity=FILE`: sliding-window perplexity and bits per byte of the file's text (`stride`, `max_length`).
+
+    `dtype` (a path/hub id only): a torch dtype or "int8" to load the weights as (`GPT.from_pretrained`).
     """
     if sum(x is not None for x in (zero_shot, perplexity)) > 1:
         raise ValueError("Choose one of zero_shot and perplexity, not both.")
-    net = model if isinstance(model, GPT) else GPT.from_pretrained(model)
+    net = model if isinstance(model, GPT) else GPT.from_pretrained(model, dtype=dtype)
     if device is not None:
         net.to(device)
     if tokenizer is None or isinstance(tokenizer, (str, Path)):

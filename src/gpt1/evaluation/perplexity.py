@@ -32,6 +32,23 @@ def evaluate_lm(model: nn.Module, batches, device=None) -> dict[str, float]:
     return {"val_loss": mean, "val_ppl": math.exp(min(mean, 50.0))}
 
 
+def sliding_windows(n_tokens: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:
+    """(begin, end, first) windows over `n_tokens` tokens: `ids[begin:end]` is fed to the model and its positions
+    `first..` are scored, so every token after the first is scored exactly once (`perplexity`'s windows; the lm-eval
+    adapter's rolling log-likelihood uses the same ones)."""
+    windows: list[tuple[int, int, int]] = []
+    if max_length < 2:
+        raise ValueError(f"max_length={max_length}: a window needs 2 tokens or more to predict one.")
+    new = min(stride, max_length - 1)  # keep >= 1 token of context for each scored token
+    prev_end = 1  # position 0 cannot be predicted
+    while prev_end < n_tokens:
+        end = min(prev_end + (new if windows else max_length - 1), n_tokens)
+        begin = max(0, end - max_length)
+        windows.append((begin, end, prev_end - begin))
+        prev_end = end
+    return windows
+
+
 @torch.no_grad()
 def perplexity(
     model,
@@ -54,22 +71,15 @@ def perplexity(
     model.eval()
     max_length = model.config.n_positions if max_length is None else max_length  # 0 is refused below, not defaulted
     stride = max(1, max_length // 2) if stride is None else stride
-    if not 1 <= max_length <= model.config.n_positions:
-        raise ValueError(f"max_length={max_length} must be in 1..{model.config.n_positions} (the model's context).")
+    if not 2 <= max_length <= model.config.n_positions:  # a 1-token window predicts nothing
+        raise ValueError(f"max_length={max_length} must be in 2..{model.config.n_positions} (the model's context).")
     if not 1 <= stride <= max_length:
         raise ValueError(f"stride={stride} must be in 1..{max_length} (the window length).")
     ids = tokenizer.encode(text)
     n_bytes = len(text.encode("utf-8"))
     if len(ids) < 2:
         raise ValueError(f"The text has {len(ids)} token(s); perplexity needs at least 2.")
-    windows = []  # (begin, end, first scored target position inside the window)
-    new = min(stride, max_length - 1) if max_length > 1 else 1  # keep >= 1 token of context for each scored token
-    prev_end = 1  # position 0 cannot be predicted
-    while prev_end < len(ids):
-        end = min(prev_end + (new if windows else max_length - 1), len(ids))
-        begin = max(0, end - max_length)
-        windows.append((begin, end, prev_end - begin))
-        prev_end = end
+    windows = sliding_windows(len(ids), max_length, stride)
     nll, count = 0.0, 0
     bar = tqdm(total=len(windows), desc="perplexity", disable=not progress, dynamic_ncols=True)
     with autocast(model.device, precision, model.dtype):

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gpt1.data.readers import load_records, require_column
 from gpt1.data.tasks import get_task, normalize_labels, read_task
 from gpt1.evaluation.metrics import compute_metrics, matthews_corrcoef
+from gpt1.inference.scoring import score_tokens
 from gpt1.runtime import autocast
 
 
@@ -42,24 +42,10 @@ def continuation_logprobs(
         seqs.append(pre + cont)
         starts.append(len(pre))
     scores = np.full(len(seqs), np.nan)
-    order = np.argsort([len(s) for s in seqs], kind="stable")
-    bar = tqdm(total=len(seqs), desc=desc, disable=not progress, dynamic_ncols=True)
-    with autocast(model.device, precision, model.dtype):
-        for k in range(0, len(order), batch_size):
-            idx = order[k : k + batch_size]
-            T = max(len(seqs[i]) for i in idx)
-            ids = torch.zeros(len(idx), T, dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-            logp = F.log_softmax(model(ids.to(model.device)).logits.float(), dim=-1)
-            for r, i in enumerate(idx):
-                s, e = starts[i], len(seqs[i])
-                if e <= s:
-                    continue
-                tgt = ids[r, s:e].to(logp.device)
-                scores[i] = float(logp[r, s - 1 : e - 1].gather(-1, tgt[:, None]).mean())
-            bar.update(len(idx))
-    bar.close()
+    scored = score_tokens(model, seqs, batch_size=batch_size, precision=precision, progress=progress, desc=desc)
+    for i, (ts, s) in enumerate(zip(scored, starts)):
+        if len(ts.ids) > s:  # a one-token text has nothing left to score
+            scores[i] = float(np.mean(ts.logprobs[s:]))
     return scores
 
 

@@ -17,7 +17,15 @@ from gpt1.kernels.cpu.attention import causal_attention_dropout
 from gpt1.kernels.cpu.dropout import cpu_dropout
 from gpt1.kernels.cpu.lm_loss import shifted_lm_loss
 
-__all__ = ["attention", "cache_dtype", "dropout", "lm_loss", "prepare_decoding", "prepare_training"]
+__all__ = [
+    "attention",
+    "cache_dtype",
+    "dropout",
+    "int8_linear",
+    "lm_loss",
+    "prepare_decoding",
+    "prepare_training",
+]
 
 
 def attention(
@@ -58,6 +66,29 @@ def lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) ->
     """Mean next-token cross-entropy of the logits `hidden @ weight.T` (labels shifted left by one, -100 ignored),
     without ever holding the (B, T, vocab) logits (`cpu/lm_loss.py`, which runs on any device)."""
     return shifted_lm_loss(hidden, weight, labels)
+
+
+def int8_linear(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`F.linear(x, weight.to(x.dtype) * scale[:, None], bias)` for an int8 `weight` (out, in) with one `scale` per
+    output channel, in the dtype of `x`.
+
+    On a CPU: PyTorch's int8 weight-only kernel `aten._weight_int8pack_mm` (the one gpt-fast uses), which reads the
+    int8 matrix once and accumulates in float32; it takes bf16 inputs and scales (its float32 path is a slow
+    fallback), so `x` goes in as bf16 and the result comes back in `x`'s dtype (benchmarks/int8_kernels.py). It
+    needs the input width to be a multiple of 16; other widths and other devices dequantise on the fly.
+    """
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1])
+    if x.device.type == "cpu" and shape[-1] % 16 == 0 and weight.is_contiguous():
+        x_bf16 = x2.to(torch.bfloat16).contiguous()
+        y = torch.ops.aten._weight_int8pack_mm(x_bf16, weight, scale.to(torch.bfloat16)).to(x.dtype)
+    else:
+        y = (x2 @ weight.to(x.dtype).t()) * scale.to(x.dtype)
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y.view(*shape[:-1], weight.shape[0])
 
 
 def cache_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:

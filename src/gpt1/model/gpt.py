@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import gpt1.checkpoint as checkpoint
 import gpt1.kernels as kernels
 from gpt1.config import GPT1Config
+from gpt1.model import quantize as quant
 from gpt1.model.cache import KVCache
 from gpt1.model.losses import lm_loss
 
@@ -142,11 +143,25 @@ class GPT(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.tokens_embed.weight.dtype
+        """The activations' dtype (float32 for an int8 model, whose matrices are int8): the position table's."""
+        return self.positions_embed.weight.dtype
+
+    @property
+    def is_quantized(self) -> bool:
+        """Whether the matrices are int8 (`quantize("int8")`, or loaded from an int8 checkpoint)."""
+        return quant.is_quantized(self)
 
     def num_parameters(self) -> int:
-        """Unique parameters (the tied LM head counted once)."""
-        return sum(p.numel() for p in self.parameters())
+        """Unique parameters (the tied LM head counted once; an int8 model's int8 matrices included)."""
+        int8 = sum(b.numel() for b in self.buffers() if b.dtype == torch.int8)
+        return sum(p.numel() for p in self.parameters()) + int8
+
+    def quantize(self, mode: str = "int8") -> GPT:
+        """Store every linear layer and the tied embedding / LM head as int8 with per-channel scales, in place
+        (`gpt1.model.quantize`); activations stay float32. Returns the model, in eval mode."""
+        if mode != quant.INT8:
+            raise ValueError(f"quantize({mode!r}) is not supported; use 'int8'.")
+        return quant.quantize_(self)
 
     def resize_token_embeddings(self, new_size: int) -> None:
         """Grow the vocabulary to `new_size`, appending N(0, 0.02) rows (room for special tokens); keeps the tie."""
@@ -157,6 +172,7 @@ class GPT(nn.Module):
             )
         if new_size == old.shape[0]:
             return
+        quant.refuse_training(self)  # new rows are for fine-tuning, which an int8 model cannot do
         extra = torch.empty(new_size - old.shape[0], old.shape[1], device=old.device, dtype=old.dtype)
         nn.init.normal_(extra, mean=0.0, std=self.config.initializer_range)
         self.tokens_embed = nn.Embedding(new_size, old.shape[1], device=old.device, dtype=old.dtype)
@@ -173,6 +189,7 @@ class GPT(nn.Module):
 
     def train(self, mode: bool = True) -> GPT:
         if mode:
+            quant.refuse_training(self)
             kernels.prepare_training(self._matrices())
         return super().train(mode)
 
@@ -288,12 +305,23 @@ class GPT(nn.Module):
 
     # ---- checkpoints (files in checkpoint.py) ----------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path, dtype: torch.dtype | None = None, device=None) -> GPT:
-        """Load from an HF model dir, an OpenAI npy release dir, a gpt1 run dir, or a hub id (in eval mode)."""
+    def from_pretrained(cls, name_or_path, dtype: torch.dtype | str | None = None, device=None) -> GPT:
+        """Load from an HF model dir, an OpenAI npy release dir, a gpt1 run dir, or a hub id (in eval mode).
+
+        dtype "int8" quantises a float checkpoint as it loads (`quantize`); an int8 checkpoint (`gpt1 quantize`)
+        loads as int8 without quantising again, with dtype None or "int8"."""
+        if isinstance(dtype, str) and dtype != quant.INT8:
+            raise ValueError(f"dtype={dtype!r} is not supported; use a torch dtype or 'int8'.")
         config, state, path = checkpoint.read(name_or_path)
         model = cls(config)
+        if config.quantization:
+            if dtype not in (None, quant.INT8):
+                raise ValueError(f"{path}: is an int8 model; load it with dtype 'int8' (or none), not {dtype}.")
+            quant.int8_skeleton(model)
         checkpoint.load_into(model, state, source=path)
-        return model.to(dtype=dtype, device=device).eval()
+        if dtype == quant.INT8 and not model.is_quantized:
+            return model.quantize(quant.INT8).to(device=device)
+        return model.to(dtype=None if model.is_quantized else dtype, device=device).eval()
 
     def save_pretrained(self, out_dir, tokenizer=None) -> Path:
         """Write `config.json` + `model.safetensors` (+ tokenizer files) that HF's OpenAIGPTLMHeadModel loads."""

@@ -177,6 +177,7 @@ def run_finetune(config: FinetuneConfig, *, tokenizer: Any = None) -> dict:
     net, tok = load(
         model_source(c.model, c.preset),
         tokenizer if tokenizer is not None else c.tokenizer,
+        trainable=True,
         **(c.model_overrides or {}),
     )
     sp = add_special_tokens(tok)

@@ -64,7 +64,7 @@ def build_model_and_tokenizer(
         "Give exactly one of --model (hub id, model dir or run dir) and --preset (tiny, mini, small, gpt1).",
     )
     tok = load_tokenizer(tokenizer, fallback_model=source)
-    return load_model(source, vocab_size=len(tok), **(model_overrides or {})), tok
+    return load_model(source, vocab_size=len(tok), trainable=True, **(model_overrides or {})), tok
 
 
 @dataclass(kw_only=True)

@@ -298,7 +298,8 @@ def _load_tokenizer(s: PretrainConfig) -> Tokenizer:
 def _build_model(s: PretrainConfig, tokenizer: Tokenizer) -> GPT:
     # One embedding per token id, counting <|endoftext|>, which prepare adds to the tokenizer if it lacks it.
     need = len(tokenizer) + (0 if EOT_TOKEN in tokenizer.special_tokens else 1)
-    return load_model(model_source(s.model, s.preset), vocab_size=need, **(s.model_overrides or {}))
+    source = model_source(s.model, s.preset)
+    return load_model(source, vocab_size=need, trainable=True, **(s.model_overrides or {}))
 
 
 def _as_list(x) -> list:

@@ -97,9 +97,16 @@ class ReproduceConfig(Config):
     seed: int = like(TrainConfig, "seed", help="seed of splits, weights and data order")
     precision: str = like(TrainConfig, "precision")
     device: str = like(TrainConfig, "device")
+    logger: tuple[str, ...] = like(
+        TrainConfig,
+        "logger",
+        help="an experiment tracker that gets every training run (each its own tracker run, under that run's "
+        "logs/): tensorboard, wandb, mlflow, trackio; repeat the flag for several",
+    )
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
+        self.logger = (self.logger,) if isinstance(self.logger, str) else tuple(self.logger)
         self.finetune_lrs = tuple(float(x) for x in self.finetune_lrs)
         self.zero_shot_tasks = tuple(self.zero_shot_tasks)
         unknown = [
@@ -178,7 +185,7 @@ class RunState:
         self.path = out / "state.json"
         saved = json.loads(self.path.read_text()) if self.path.exists() else None
         self.data: dict[str, Any] = saved or {"config": config.to_dict(), "units": {}}
-        if saved is not None and saved["config"] != json.loads(json.dumps(config.to_dict())):
+        if saved is not None and _results_settings(saved["config"]) != _results_settings(config.to_dict()):
             raise ValueError(
                 f"{out} holds a reproduce run with other settings; resume it with the same ones "
                 "or choose another --out."
@@ -197,6 +204,11 @@ class RunState:
         tmp.write_text(json.dumps(self.data, indent=2) + "\n")
         os.replace(tmp, self.path)
         return result
+
+
+def _results_settings(settings: dict) -> dict:
+    """The settings that shape the results (all but where the metrics are also sent), JSON-normalised."""
+    return {k: v for k, v in json.loads(json.dumps(settings)).items() if k != "logger"}
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------------
@@ -392,6 +404,7 @@ def _pretrain(config: ReproduceConfig, out: Path, progress: bool) -> dict:
         model_overrides=dict(config.model_overrides),
         precision=config.precision,
         device=config.device,
+        logger=config.logger,
         seed=config.seed,
         progress=progress,
         resume=resume,
@@ -481,6 +494,7 @@ def _finetune(
         seed=config.seed,
         precision=config.precision,
         device=config.device,
+        logger=config.logger,
         progress=progress,
     )
     if result["interrupted"]:

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from gpt1.inference.sampling import SamplingParams, as_id_tuple
 from gpt1.model.gpt import GPT
 from gpt1.serving.engine import Engine, GenRequest, QueueFull
+from gpt1.serving.metrics import ServerMetrics
 from gpt1.serving.protocol import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_N,
@@ -32,11 +33,16 @@ from gpt1.serving.protocol import (
     check_prompt_ids,
     check_request,
     check_token_ids,
+    choice_logprobs,
+    covered_tokens,
     error_response,
+    ignored_fields,
     not_served,
     sampling_params,
     validation_message,
 )
+from gpt1.serving.security import add_api_key_check, add_cors, check_api_keys, check_cors_origins
+from gpt1.serving.tokenizer_routes import add_tokenizer_routes
 
 __all__ = ["create_app", "default_prompt", "serve"]
 
@@ -94,13 +100,18 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_n: int = DEFAULT_MAX_N,
     eos_token_id: int | list[int] | None = None,
+    api_keys: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
-    """The ASGI app: `/v1/completions`, `/v1/models`, `/health` and the playground at `/`, over one `Engine`.
+    """The ASGI app: `/v1/completions`, `/v1/models`, `/health`, `/metrics` and the playground at `/`, over one
+    `Engine`.
 
     Completions stop at `eos_token_id` (default: the id a fine-tuned run saved, `config.extra["eos_token_id"]`, as
-    `gpt1 generate` does) unless a request sets `ignore_eos`.
+    `gpt1 generate` does) unless a request sets `ignore_eos`. With `api_keys`, every path but `/health` and `/` needs
+    one (`gpt1.serving.security`); `cors_origins` lets browser pages from those origins call the API.
     """
-    engine = Engine(model, tokenizer, max_batch=max_batch, max_queue=max_queue)
+    metrics = ServerMetrics()
+    engine = Engine(model, tokenizer, max_batch=max_batch, max_queue=max_queue, metrics=metrics)
     n_params = model.num_parameters()
     cfg = model.config
     if eos_token_id is None:
@@ -116,6 +127,11 @@ def create_app(
     app = FastAPI(title="gpt1", version="0.1.0", lifespan=lifespan)
     app.state.engine = engine
     app.add_middleware(_BodyLimit, limit=max_body_bytes)
+    # Outermost last: CORS answers preflights, then every answer is counted (401s too), then the key is checked
+    # before a body is read.
+    add_api_key_check(app, api_keys)
+    metrics.install(app, engine)
+    add_cors(app, cors_origins)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -171,9 +187,13 @@ def create_app(
         with tokenize_lock:
             return tokenizer.encode(text)
 
+    add_tokenizer_routes(app, tokenizer, cfg, model_name, eos_ids, encode)  # /tokenize, /detokenize, /tokenizer_info
+
     async def prepare(body: CompletionRequest) -> tuple[list[list[int]], list[str], SamplingParams, int]:
         """Check what the schema cannot (lengths against the context, limits) and tokenize the prompts."""
         shape = check_request(body, model_name, max_n)
+        if ignored := ignored_fields(body):
+            log.warning("ignoring request fields this server does not know: %s", ", ".join(ignored))
         texts, prompts = [], []
         for p in shape.prompts:
             if isinstance(p, str):
@@ -211,7 +231,15 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         prompts, texts, params, n = await prepare(body)
-        req = GenRequest(prompts, params, n, asyncio.get_running_loop())
+        req = GenRequest(
+            prompts,
+            params,
+            n,
+            asyncio.get_running_loop(),
+            logprobs=body.logprobs,
+            echo=bool(body.echo),
+            max_tokens=body.max_tokens if body.max_tokens == 0 else None,
+        )
         try:
             engine.submit(req)
         except QueueFull:
@@ -239,14 +267,58 @@ def create_app(
         req.cancel()
         req.events.put_nowait(("disconnect",))
 
+    def logprobs_of(c, prefix: str, text: str, start: int = 0, end: int | None = None, echo: bool = False):
+        """The `logprobs` of choice `c` (None unless asked): generated tokens start..end, after the prompt's if echo."""
+        if c.request.logprobs is None:
+            return None
+        prompt = c.prompt_scores if echo else None
+        generated = c.logprobs[:end] if end is not None else list(c.logprobs)
+        lead = len(text) - len(text.lstrip())  # the completion's first word usually starts with a space
+        return choice_logprobs(
+            tokenizer,
+            generated,
+            len(text),
+            base=len(prefix),
+            start=start,
+            prompt=prompt,
+            prompt_len=len(prefix),
+            lead=lead,
+        )
+
     async def _stream(req: GenRequest, prefixes: list[str], include_usage: bool, request: Request):
         watcher = asyncio.ensure_future(_watch_disconnect(request, req))
+        sent = {c.index: 0 for c in req.choices}  # generated tokens whose log-probabilities went out
+        texts = {c.index: "" for c in req.choices}
+        by_index = {c.index: c for c in req.choices}
+
+        def piece(index: int, text: str, reason: str | None, count: int | None) -> dict:
+            c, start = by_index[index], sent[index]
+            texts[index] += text
+            if count is None:
+                count = len(c.logprobs)
+            if reason is None and count > start:  # send only the tokens whose text this chunk completes
+                count = start + covered_tokens(tokenizer, c.logprobs[start:count], c.logprobs[:start], texts[index])
+            lp = logprobs_of(c, prefixes[index], texts[index], start, count) if count > start else None
+            if lp is None and c.request.logprobs is not None:
+                lp = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+            sent[index] = max(start, count)
+            return {"text": text, "index": index, "logprobs": lp, "finish_reason": reason}
+
+        def echoed(index: int) -> str:
+            """The echoed prompt's chunk, once (with its log-probabilities: the engine scores it before any event)."""
+            c = by_index[index]
+            if index in started or not prefixes[index]:
+                return ""
+            started.add(index)
+            lp = logprobs_of(c, prefixes[index], "", 0, 0, echo=True) if c.prompt_scores is not None else None
+            return chunk(req, [{"text": prefixes[index], "index": index, "logprobs": lp, "finish_reason": None}])
+
+        started: set[int] = set()
         try:
-            for c in req.choices:
-                if prefixes[c.index]:
-                    yield chunk(
-                        req, [{"text": prefixes[c.index], "index": c.index, "logprobs": None, "finish_reason": None}]
-                    )
+            if not req.echo_logprobs:  # nothing to wait for: the prompts go out at once
+                for c in req.choices:
+                    if first := echoed(c.index):
+                        yield first
             remaining = len(req.choices)
             while remaining:
                 event = await req.events.get()
@@ -255,13 +327,13 @@ def create_app(
                 if event[0] == "error":
                     yield f"data: {json.dumps({'error': {'message': event[1], 'type': 'server_error'}})}\n\n"
                     return
+                if first := echoed(event[1]):
+                    yield first
                 if event[0] == "delta":
-                    yield chunk(req, [{"text": event[2], "index": event[1], "logprobs": None, "finish_reason": None}])
+                    yield chunk(req, [piece(event[1], event[2], None, event[3] if len(event) > 3 else None)])
                 else:
                     remaining -= 1
-                    yield chunk(
-                        req, [{"text": event[2], "index": event[1], "logprobs": None, "finish_reason": event[3]}]
-                    )
+                    yield chunk(req, [piece(event[1], event[2], event[3], None)])
             if include_usage:
                 yield chunk(req, [], usage_of(req))
             yield "data: [DONE]\n\n"
@@ -300,7 +372,7 @@ def create_app(
                 {
                     "text": prefixes[c.index] + c.text,
                     "index": c.index,
-                    "logprobs": None,
+                    "logprobs": logprobs_of(c, prefixes[c.index], c.text, echo=True),
                     "finish_reason": c.finish_reason,
                 }
                 for c in req.choices
@@ -358,10 +430,13 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     log_level: str = "info",
     announce: Callable[[str], None] | None = None,
+    api_keys: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
 ) -> None:
     """Load `model_path` (a model dir, hub id or `preset:NAME` with random weights) and serve it until interrupted.
 
-    `announce` receives the one-line banner (what is served, where) once the model is loaded; default: the log."""
+    `announce` receives the one-line banner (what is served, where) once the model is loaded; default: the log.
+    `api_keys` and `cors_origins` as in `create_app`."""
     import uvicorn
 
     from gpt1.config import preset_name
@@ -374,6 +449,7 @@ def serve(
         raise ValueError(f"--max-batch {max_batch} is too small; use 1 or more.")
     if max_queue < 0:
         raise ValueError(f"--max-queue {max_queue} is negative; use 0 or more.")
+    api_keys, cors_origins = check_api_keys(api_keys, "--api-key"), check_cors_origins(cors_origins)
     device = resolve_device(device)
     check_port(host, port)  # before loading the model, and long before a "listening on" banner
     if str(device).startswith("cpu") and dtype == torch.float16:
@@ -382,15 +458,28 @@ def serve(
     name = name or (
         model_path if preset_name(model_path) is not None else Path(model_path.rstrip("/")).name or model_path
     )
-    app = create_app(model, tok, name, max_batch=max_batch, max_queue=max_queue, max_body_bytes=max_body_bytes)
-    if not _is_loopback(host):
+    app = create_app(
+        model,
+        tok,
+        name,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        max_body_bytes=max_body_bytes,
+        api_keys=api_keys,
+        cors_origins=cors_origins,
+    )
+    if not _is_loopback(host) and not api_keys:
         log.warning(
-            "listening on %s: anyone who can reach this machine can use the API and the playground "
-            "(there is no authentication).",
+            "listening on %s without an API key: anyone who can reach this machine can use the API; "
+            "set GPT1_API_KEY (or --api-key) and put a TLS reverse proxy in front.",
             host,
+        )
+    elif not _is_loopback(host):
+        log.info(
+            "listening on %s over plain HTTP: the API key travels unencrypted unless a TLS proxy is in front.", host
         )
     (announce or log.info)(
         f"gpt1 serve: {name} ({model.num_parameters() / 1e6:.1f}M parameters) on http://{host}:{port}/ "
-        f"(API at /v1, max batch {max_batch}, queue {max_queue})"
+        f"(API at /v1{', API key required' if api_keys else ''}, max batch {max_batch}, queue {max_queue})"
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -5,6 +5,10 @@ their keys and values into the running batch (rows right-aligned, left padding m
 every row with `gpt1.inference.sampling.sample`. Every row has its own `SamplingParams`, random generator, stop
 strings and `TextStream`, so requests never see each other's tokens and a seeded request gives the same text alone
 or batched. Events go back to each request's asyncio queue; the HTTP side never touches the model.
+
+Log-probabilities (`logprobs`) are read from the same logits a row's token is chosen from; a request that echoes them
+for its prompt has its prompts scored by one forward as they are admitted (`gpt1.inference.scoring`), and one that
+asks at most one new token (what evaluation harnesses send) takes it from that forward and never enters the cache.
 """
 
 from __future__ import annotations
@@ -16,16 +20,20 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gpt1.inference.decoding import TextStream, left_pad, prefill
 from gpt1.inference.generate import generate
 from gpt1.inference.sampling import SamplingParams, sample
+from gpt1.inference.scoring import TokenScores, score_with_next
 from gpt1.model.cache import KVCache
 from gpt1.model.gpt import GPT
+
+if TYPE_CHECKING:
+    from gpt1.serving.metrics import ServerMetrics
 
 __all__ = ["Choice", "Engine", "GenRequest", "QueueFull"]
 
@@ -46,10 +54,18 @@ class Choice:
     generated: int = 0
     finish_reason: str | None = None
     stream: TextStream | None = None  # the completion's text, made when the row starts
+    prompt_scores: TokenScores | None = None  # the prompt's log-probabilities, when the request echoes them
+    # (token, its log-probability, top (id, logprob) entries) per generated token, an end-of-text token included
+    logprobs: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
+
+    @property
+    def score_only(self) -> bool:
+        """Scored by one forward of its prompt, its next token (if any) read from the same logits: it needs no cache."""
+        return self.request.echo_logprobs and self.request.max_tokens <= 1
 
     @property
     def steps_left(self) -> int:
-        return self.request.params.max_new_tokens - self.generated
+        return self.request.max_tokens - self.generated
 
     @property
     def text(self) -> str:
@@ -60,12 +76,23 @@ class GenRequest:
     """A submitted request: its choices, and the asyncio queue its events go to (filled from the engine thread)."""
 
     def __init__(
-        self, prompts: list[list[int]], params: SamplingParams, n: int, loop: asyncio.AbstractEventLoop
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        n: int,
+        loop: asyncio.AbstractEventLoop,
+        logprobs: int | None = None,
+        echo: bool = False,
+        max_tokens: int | None = None,
     ) -> None:
         self.id = "cmpl-" + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.params = params
         self.loop = loop
+        self.logprobs = logprobs  # top entries per token to report (None: no log-probabilities)
+        self.echo_logprobs = echo and logprobs is not None  # also score the prompt
+        # Tokens to generate: params.max_new_tokens, or 0 for a request that only scores its prompt.
+        self.max_tokens = params.max_new_tokens if max_tokens is None else max_tokens
         self.events: asyncio.Queue = asyncio.Queue()
         self.cancelled = False
         self.counted_cancel = False
@@ -96,7 +123,9 @@ class QueueFull(Exception):
 class Engine:
     """Continuous batching over `model` in a background thread; at most `max_batch` rows decode together."""
 
-    def __init__(self, model: GPT, tokenizer, max_batch: int = 8, max_queue: int = 64) -> None:
+    def __init__(
+        self, model: GPT, tokenizer, max_batch: int = 8, max_queue: int = 64, metrics: ServerMetrics | None = None
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1; got {max_batch}.")
         if max_queue < 0:
@@ -111,10 +140,12 @@ class Engine:
         self.active: list[Choice] = []
         self.cache: KVCache | None = None
         self.lock = threading.Condition()
+        self.metrics = metrics  # told when a request is queued and when each token is chosen (for /metrics)
         # steps: decode steps; rows_decoded: rows summed over them (their ratio is the mean batch size).
         self.stats = {
             "requests": 0,
             "requests_cancelled": 0,
+            "prompt_tokens": 0,
             "tokens_generated": 0,
             "steps": 0,
             "rows_decoded": 0,
@@ -143,6 +174,9 @@ class Engine:
             if self._queued_requests(extra=None if beams else request) + beams > self.max_queue:
                 raise QueueFull
             self.stats["requests"] += 1
+            self.stats["prompt_tokens"] += sum(len(p) for p in request.prompts)
+            if self.metrics is not None:
+                self.metrics.submitted(request)
             if beams:
                 self.exclusive.append(request)
             else:
@@ -201,8 +235,8 @@ class Engine:
             if c.request.cancelled:
                 self.waiting.popleft()
                 continue
-            trial = rows + [c]
-            if max(len(r.tokens) for r in trial) + max(r.steps_left for r in trial) > self.config.n_positions:
+            trial = [r for r in rows + [c] if not r.score_only]  # scored-only rows never enter the cache
+            if trial and max(len(r.tokens) for r in trial) + max(r.steps_left for r in trial) > self.config.n_positions:
                 break  # joining now would overflow the cache; it joins once longer rows finish
             self.waiting.popleft()
             admitted.append(c)
@@ -214,6 +248,10 @@ class Engine:
 
     def _prefill(self, new: list[Choice]) -> None:
         """Run the new prompts as one left-padded batch, pick their first tokens, and splice them into the batch."""
+        if scored := [c for c in new if c.request.echo_logprobs]:
+            self._score_prompts(scored)
+            if not (new := [c for c in new if not c.score_only]):
+                return
         for c in new:
             self._start_text(c)
         ids, mask = left_pad([c.prompt_ids for c in new])
@@ -224,6 +262,25 @@ class Engine:
         if keep:
             rows = [(self.cache, i, c) for i, c in enumerate(self.active)] + [(first.cache, i, new[i]) for i in keep]
             self._splice(rows)
+
+    def _score_prompts(self, rows: list[Choice]) -> None:
+        """Score the prompts of rows that echo log-probabilities in one forward; rows that generate at most one token
+        take it from the same logits and are done (what lm-eval's scoring requests ask)."""
+        top_k = max(c.request.logprobs for c in rows)
+        scores, next_logits = score_with_next(self.model, [c.prompt_ids for c in rows], top_k=top_k)
+        for c, s in zip(rows, scores):
+            if s.top is not None and c.request.logprobs < top_k:
+                s.top = [t[: c.request.logprobs] for t in s.top]
+            c.prompt_scores = s
+        for c in rows:
+            if c.score_only:
+                self._start_text(c)
+        done = [c for c in rows if c.score_only and c.steps_left <= 0]
+        for c in done:
+            self._finish(c, "cancelled" if c.request.cancelled else "length")
+        one = [i for i, c in enumerate(rows) if c.score_only and c.steps_left > 0]
+        if one:
+            self._advance([rows[i] for i in one], next_logits[one])
 
     def _splice(self, rows: list[tuple[KVCache | None, int, Choice]]) -> None:
         """Build a fresh cache holding `rows` (source cache, row in it, choice), right-aligned and tightly packed."""
@@ -261,13 +318,24 @@ class Engine:
         if any(p.needs_history for p in params):
             ids, mask = left_pad([c.tokens for c in rows])
             history = (ids.to(logits.device), mask.to(logits.device))
+        scored = [i for i, c in enumerate(rows) if c.request.logprobs is not None]
+        if scored:  # of the model's own distribution at temperature 1, whatever the sampling settings
+            logp = torch.log_softmax(logits[scored].float(), dim=-1)
+            top_k = max(rows[i].request.logprobs for i in scored)
+            top = logp.topk(top_k, dim=-1) if top_k else None
         tokens = sample(logits, params, *history, generator=[c.generator for c in rows]).tolist()
-        for c, p, token in zip(rows, params, tokens):
+        for b, (c, p, token) in enumerate(zip(rows, params, tokens)):
             if c.request.cancelled:
                 self._finish(c, "cancelled")
                 continue
+            if c.request.logprobs is not None:
+                j, k = scored.index(b), c.request.logprobs
+                best = list(zip(top.indices[j, :k].tolist(), top.values[j, :k].tolist())) if top is not None else []
+                c.logprobs.append((token, float(logp[j, token]), best))
             c.generated += 1
             self.stats["tokens_generated"] += 1
+            if self.metrics is not None:
+                self.metrics.token(c)
             if token in p.eos_token_id:  # end of text: the row is done and the token is not text
                 self._finish(c, "stop")
                 continue
@@ -281,7 +349,7 @@ class Engine:
         if c.stream.update(c.tokens[len(c.prompt_ids) :]):
             self._finish(c, "stop")
         elif piece := c.stream.pop_safe():
-            c.request.emit(("delta", c.index, piece))
+            c.request.emit(("delta", c.index, piece, len(c.logprobs)))  # the tokens' log-probabilities so far
 
     def _finish(self, c: Choice, reason: str) -> None:
         c.finish_reason = reason
@@ -323,6 +391,8 @@ class Engine:
             ended = bool(new) and new[-1] in p.eos_token_id  # the hypothesis closed with end-of-text
             c.tokens = c.prompt_ids + (new[:-1] if ended else new)
             self.stats["tokens_generated"] += c.generated
+            if self.metrics is not None:
+                self.metrics.token(c)
             self._update_text(c)  # cuts at a stop string (beam search itself does not know them)
             if c.finish_reason is None:
                 self._finish(c, "stop" if ended else "length")

@@ -5,7 +5,8 @@ pipeline). It has two quirks we reproduce because every released GPT-1 id sequen
 the whole text is lowercased *before* ftfy/spaCy, and a literal `<unk>` in the text becomes id 0 (`<unk>`).
 
 The pre-tokenisation (lowercase, ftfy, text_standardize, spaCy) is gpt1.tokenizer.pretokenize's, shared with BPE
-learning. The ids of each distinct spaCy token are cached here (HF caches only the BPE strings).
+learning. It goes word by word, so the ids of each distinct whitespace-separated word are cached here: encoding
+text made of words seen before is ftfy's fast path, a split at whitespace and one dict lookup per word.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,9 @@ ADDED_FILE = "added_tokens.json"
 CONFIG_FILE = "tokenizer_config.json"
 MODES = ("original", "bert")
 _FINGERPRINT_VERSION = 1  # bump when the pipeline's rules change, so stored token shards are invalidated
-_MAX_CACHE = 1 << 20  # distinct tokens kept before the caches are dropped
+_MAX_CACHE = 1 << 18  # distinct words kept before the caches are dropped (bounds memory on big corpora)
 _NO_MERGE = 1 << 62  # rank of a pair that is not a merge
+_IDS = "I" if array("I").itemsize >= 4 else "L"  # the array type cached ids are stored in (unsigned, >= 32 bits)
 
 
 class Tokenizer:
@@ -62,7 +65,8 @@ class Tokenizer:
         self._special_list: list[str] = []  # the same tokens, indexed by id - len(vocab)
         self._pre = PreTokenizer()
         self._rust: Any = None
-        self._cache: dict[int, tuple[int, ...]] = {}  # spaCy token hash -> ids
+        self._rust_bpe: Any = None  # the Rust BPE's tokenize method
+        self._reset_caches()
         self.add_special_tokens(list(special_tokens))
 
     # ---- loading and saving -------------------------------------------------------------------------------------
@@ -158,20 +162,24 @@ class Tokenizer:
         """Token ids of `text`; only base-vocabulary ids, never an added special token (callers insert those by id)."""
         if self.mode == "bert":
             return self._rust_tokenizer().encode(text, add_special_tokens=False).ids
-        if len(self._cache) > _MAX_CACHE:  # bound memory on big corpora: also drop spaCy, whose strings only grow
-            self._cache.clear()
-            self._pre.reset()
-        cache, ids = self._cache, []
-        for doc in self._pre.docs(text):
-            if doc is None:
+        if len(self._cache) > _MAX_CACHE:
+            self._reset_caches()
+        cache, heads, tails, ids = self._cache, self._heads, self._tails, array(_IDS)
+        for words in self._pre.segments(text):
+            if words is None:
                 ids.append(self.unk_id)
                 continue
-            for token in doc:  # keyed by spaCy's hash of the token's text, which is much cheaper to read than the text
-                found = cache.get(token.orth)
-                if found is None:
-                    found = cache[token.orth] = self._token_ids(token.text.lower())
-                ids += found
-        return ids
+            found = b"".join(map(cache.__getitem__, words))  # `_new_word` splits a new word
+            if not (heads.keys().isdisjoint(words) or tails.keys().isdisjoint(words)):
+                runs = self._pre.runs(words, tails, heads)  # where a special case may match across a space
+                if runs:
+                    parts = [cache[w] for w in words]
+                    for first, end in runs:
+                        together = self._ids(self._pre.split_together(words[first:end]))
+                        parts[first:end] = [together] + [b""] * (end - first - 1)
+                    found = b"".join(parts)
+            ids.frombytes(found)
+        return ids.tolist()
 
     def encode_batch(self, texts: Iterable[str], num_proc: int = 1, progress: bool = False) -> list[list[int]]:
         """Encode many texts, in `num_proc` worker processes when > 1, with a tqdm bar when `progress`."""
@@ -198,17 +206,45 @@ class Tokenizer:
         """BPE token strings of `text` (an unknown piece keeps its own string, as in HF; its id is `<unk>`'s)."""
         if self.mode == "bert":
             return self._rust_tokenizer().encode(text, add_special_tokens=False).tokens
-        pieces: list[str] = []
-        for doc in self._pre.docs(text):
-            pieces += [UNK] if doc is None else [p for token in doc for p in self._bpe(token.text.lower())]
-        return pieces
+        return [p for token in self._pre.tokens(text) for p in ([UNK] if token is None else self._bpe(token))]
+
+    def _new_word(self, word: str) -> bytes:
+        """Ids of a word not seen before, noting whether a special case may reach into it from a neighbour."""
+        split = self._pre.split(word)
+        if split.firsts:
+            self._heads[word] = " ".join(split.firsts)
+        if split.lasts:
+            self._tails[word] = " ".join(split.lasts)
+        return self._ids(split.tokens)
+
+    def _ids(self, tokens: Sequence[str]) -> bytes:
+        """The ids of `tokens`, as the bytes of an array of `_IDS`."""
+        found = self._token_cache
+        out = []
+        for t in tokens:
+            ids = found.get(t)
+            if ids is None:
+                ids = found[t] = array(_IDS, self._token_ids(t)).tobytes()
+            out.append(ids)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _reset_caches(self) -> None:
+        """Empty the caches; also drop spaCy, whose string store only grows."""
+        # Values are bytes and strings, never tuples, so the garbage collector has nothing to walk in the caches.
+        self._cache = _Cache(self._new_word)  # word of `PreTokenizer.segments` -> its ids (bytes of an array)
+        self._heads: dict[str, str] = {}  # word a special case may reach into from the word before -> its firsts
+        self._tails: dict[str, str] = {}  # ... from the word after -> its lasts
+        self._token_cache: dict[str, bytes] = {}  # spaCy token -> its ids
+        self._pre.reset()
 
     def _token_ids(self, token: str) -> tuple[int, ...]:
         """Ids of one spaCy token: `tokenizers`' Rust BPE makes the same merges as `_bpe` 10x faster (see the tests),
         except on the whitespace tokens OpenAI's `bpe` special-cases. (ftfy has replaced any lone surrogate.)"""
         if " " in token:
             return tuple(self.encoder.get(p, self.unk_id) for p in self._bpe(token))
-        return tuple(t.id for t in self._rust_tokenizer().model.tokenize(token))
+        if self._rust_bpe is None:
+            self._rust_bpe = self._rust_tokenizer().model.tokenize
+        return tuple(t.id for t in self._rust_bpe(token))
 
     def _bpe(self, token: str) -> list[str]:
         """Apply the merges by rank, exactly as OpenAI's `bpe` (including its split on spaces and its newline fix)."""
@@ -279,11 +315,30 @@ class Tokenizer:
     # ---- pickling (for worker processes): drop the caches and the Rust object (the pre-tokenizer drops spaCy) -------
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cache": {}, "_rust": None}
+        state = {**self.__dict__, "_rust": None, "_rust_bpe": None}
+        for name in ("_cache", "_heads", "_tails", "_token_cache"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_caches()
 
     def __repr__(self) -> str:
         specials = list(self.special_tokens)
         return f"Tokenizer(vocab_size={self.vocab_size}, special_tokens={specials}, mode={self.mode!r})"
+
+
+class _Cache(dict):
+    """A dict that computes a missing value with `compute(key)` and keeps it."""
+
+    def __init__(self, compute: Any) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, key: str) -> Any:
+        value = self[key] = self.compute(key)
+        return value
 
 
 def _join_pieces(pieces: list[str]) -> str:

@@ -1,30 +1,59 @@
 """GPT-1's pre-tokenisation, shared by `Tokenizer.encode` and BPE learning: lowercase → ftfy → `text_standardize` →
 spaCy's rule-based English split, with each literal `<unk>` kept apart (it becomes id 0, as in HF's tokenizer).
 
-spaCy always sees the whole standardized text, as in HF: its special-case pass matches across whitespace, so
-splitting word by word would differ in rare cases. ftfy is skipped on plain printable ASCII, where it is the
-identity, and `text_standardize` uses one character class instead of OpenAI's 18 alternatives.
+HF runs spaCy on the whole standardized text; here each whitespace-separated word is split on its own (and cached
+by the caller), which gives the same tokens:
+- `text_standardize` puts spaces around runs of punctuation, which never cross whitespace, and turns each whitespace
+  run into " \\n " if it holds a line break, else into " ". So the standardized text is the words standardized one
+  by one, joined by spaces, with a "\\n" between two words on different lines.
+- spaCy cuts at whitespace and tokenizes each stretch between spaces on its own (its own cache is keyed by that
+  stretch); a line break and the space after it become one whitespace token, "\\n ".
+- The one step that looks across stretches is its special-case matcher (e.g. ":)" seen as ":" ")"). A match across a
+  space is never applied (no rule holds a space but " " itself), but it can block an overlapping match inside a
+  word: "( o:x" gives "(", "o", ":", "x" while "o:x" alone gives "o", ":x". Such a match needs one stretch to end,
+  and the next to start, with neighbouring tokens of a multi-token special case; each stretch and word records the
+  tokens it may offer (`Split.firsts`, `Split.lasts`), and neighbours that may match are split together. No special
+  case holds the line-break token, so lines never interact.
+ftfy is `gpt1.tokenizer.fixtext.fix_text` (ftfy's result, exactly, at a fraction of its cost), and
+`text_standardize` uses one character class instead of OpenAI's 18 alternatives.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import re
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
-import ftfy
+from gpt1.tokenizer.fixtext import fix_text
 
-__all__ = ["UNK", "PreTokenizer", "default_pretokenizer", "lowercase", "pretokenize", "text_standardize", "words"]
+__all__ = [
+    "NEWLINE",
+    "UNK",
+    "PreTokenizer",
+    "Split",
+    "default_pretokenizer",
+    "lowercase",
+    "pretokenize",
+    "standardized_pieces",
+    "text_standardize",
+    "words",
+]
 
 UNK = "<unk>"
+# Stands for a line break between two words in `PreTokenizer.segments`: ftfy removes NUL, so no word holds it.
+NEWLINE = "\x00"
 
-# ftfy.fix_text is the identity on tab, newline and printable ASCII except "&" (HTML entities); see the tests.
-_NEEDS_FTFY = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
 # OpenAI's (-+|~+|!+|...) as one class: a run of one of these characters gets a space on each side.
 _PUNCTUATION_RUN = re.compile(r"""([-~!";?+,)(\\/*\[\]}{|_])\1*""")
 _LINE_BREAK = re.compile(r"\s*\n\s*")
 _SPACES = re.compile(r"[^\S\n]+")
+# What text_standardize changes in a word (no whitespace): the five characters it replaces and the class above;
+# and the pieces it cuts a word into (runs of one of those characters, and what lies between them).
+_STANDARDIZED = re.compile(r"""[-~!";?+,)(\\/*\[\]}{|_—–―…´]""")
+_PIECES = re.compile(r"""(([-~!";?+,)(\\/*\[\]}{|_])\2*|[^-~!";?+,)(\\/*\[\]}{|_]+)""")
 
 
 def text_standardize(text: str) -> str:
@@ -35,46 +64,305 @@ def text_standardize(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def standardized_pieces(word: str) -> list[str]:
+    """`text_standardize(word).split(" ")` for a word without whitespace, without the regex substitutions."""
+    word = word.replace("—", "-").replace("–", "-").replace("―", "-").replace("…", "...").replace("´", "'")
+    return [piece for piece, _ in _PIECES.findall(word)]
+
+
 def lowercase(text: str) -> str:
     """Lowercase character by character, as HF does (str.lower would turn a final Σ into ς, not σ)."""
     return "".join(map(str.lower, text)) if "Σ" in text else text.lower()
 
 
+class Split(NamedTuple):
+    """A word's (or stretch's) lowercased spaCy tokens, with the tokens spaCy's special-case matcher may see at its
+    start (`firsts`) and end (`lasts`) that could go on from, or to, a neighbour: empty for most words."""
+
+    tokens: tuple[str, ...]
+    firsts: frozenset[str]
+    lasts: frozenset[str]
+
+
 class PreTokenizer:
-    """Text → spaCy docs of its standardized segments; spaCy's tokenizer is built on first use (it takes a second)
-    and is not pickled, so each worker process builds its own."""
+    """Text → the lowercased spaCy tokens HF's slow tokenizer runs BPE on, word by word. spaCy's tokenizer is built
+    on first use (it takes a second) and is not pickled, so each worker process builds its own."""
 
     def __init__(self) -> None:
         self._spacy: Any = None
+        # standardized stretch (no whitespace) -> its tokens joined by spaces, and (firsts, lasts) of flagged ones:
+        # strings, not tuples, so the garbage collector never walks the caches.
+        self._stretches: dict[str, str] = {}
+        self._flags: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self._newline = Split((), frozenset(), frozenset())  # the line-break token(s) spaCy makes of " \n "
+        self._cases: dict[str, list[str]] = {}  # multi-token special case -> its tokens as the matcher sees them
+        self._pairs: frozenset[tuple[str, str]] = frozenset()  # neighbouring tokens in one of those
+        self._befores: frozenset[str] = frozenset()  # first tokens of the pairs
+        self._afters: frozenset[str] = frozenset()  # second tokens of the pairs
+        self._end_cases: dict[str, str] = {}  # see `_tokenizer`
+        self._start_cases: dict[str, str] = {}
+        self._end_lengths: dict[str, tuple[int, ...]] = {}
+        self._start_lengths: dict[str, tuple[int, ...]] = {}
+        self._rules: dict[str, Any] = {}  # spaCy's special cases
+        self._affix_checks = False  # whether `_spacy_split` may test spaCy's rules itself
+        self._letters_plain = False  # whether no affix regex can match a string of ASCII letters
 
-    def docs(self, text: str) -> Iterator[Any]:
-        """spaCy docs of the standardized text between literal `<unk>`s, with None for each `<unk>`, as HF splits it."""
+    def segments(self, text: str) -> list[list[str] | None]:
+        """The words of each stretch of `text` between literal `<unk>`s (None for each `<unk>`), after lowercasing
+        and ftfy, with NEWLINE for each whitespace run that holds a line break, as HF splits and cleans it."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
+        out: list[list[str] | None] = []
         for i, segment in enumerate(lowercase(text).split(UNK)):
             if i:
-                yield None
-            if _NEEDS_FTFY.search(segment):
-                segment = ftfy.fix_text(segment)
-            yield self._tokenizer()(text_standardize(segment))
+                out.append(None)
+            segment = fix_text(segment)
+            if "\n" not in segment:
+                out.append(segment.split())
+                continue
+            found = _LINE_BREAK.sub(" " + NEWLINE + " ", segment).split()
+            if found and found[-1] == NEWLINE:  # text_standardize strips line breaks at either end
+                found.pop()
+            out.append(found[1:] if found and found[0] == NEWLINE else found)
+        return out
+
+    def split(self, word: str) -> Split:
+        """Tokens of one word of `segments` (NEWLINE: the line-break token)."""
+        if word == NEWLINE:
+            self._tokenizer()
+            return self._newline
+        stretches = standardized_pieces(word) if _STANDARDIZED.search(word) else [word]
+        splits = [self._stretch(s) for s in stretches]
+        if len(splits) == 1:
+            return splits[0]
+        tokens: list[str] = []
+        for start, end in self._groups(splits):
+            tokens += splits[start].tokens if end == start + 1 else self._spacy_tokens(" ".join(stretches[start:end]))
+        return Split(tuple(tokens), splits[0].firsts, splits[-1].lasts)
+
+    def split_together(self, words: list[str]) -> tuple[str, ...]:
+        """Tokens of neighbouring words (no NEWLINE among them) whose boundaries a special case may cross."""
+        return tuple(self._spacy_tokens(text_standardize(" ".join(words))))
+
+    def may_cross(self, lasts: Iterable[str], firsts: Iterable[str]) -> bool:
+        """Whether a special case may match across the space between a word ending in one of `lasts` and a word
+        starting with one of `firsts`."""
+        firsts = list(firsts)
+        return any((a, b) in self._pairs for a in lasts for b in firsts)
+
+    def runs(self, words: list[str], tails: dict[str, str], heads: dict[str, str]) -> list[tuple[int, int]]:
+        """[start, end) of each run of two or more neighbouring `words` to split together, because a special case
+        may match across each space in it (`tails`/`heads`: the flagged words' `lasts`/`firsts`, joined by
+        spaces)."""
+        if len(words) < 2:
+            return []
+        both = map(operator.and_, map(tails.__contains__, words), map(heads.__contains__, words[1:]))
+        crossing = [
+            i
+            for i in itertools.compress(range(len(words) - 1), both)
+            if self.may_cross(tails[words[i]].split(" "), heads[words[i + 1]].split(" "))
+        ]
+
+        out: list[tuple[int, int]] = []
+        for i in crossing:
+            if out and out[-1][1] == i + 1:
+                out[-1] = (out[-1][0], i + 2)
+            else:
+                out.append((i, i + 2))
+        return out
+
+    def tokens(self, text: str) -> list[str | None]:
+        """All tokens of `text` in order (None for each literal `<unk>`): the strings HF's slow tokenizer runs BPE on."""
+        out: list[str | None] = []
+        for words in self.segments(text):
+            if words is None:
+                out.append(None)
+                continue
+            splits = [self.split(w) for w in words]
+            parts = [s.tokens for s in splits]
+            tails = {w: " ".join(s.lasts) for w, s in zip(words, splits) if s.lasts}
+            heads = {w: " ".join(s.firsts) for w, s in zip(words, splits) if s.firsts}
+            for start, end in self.runs(words, tails, heads):
+                parts[start:end] = [self.split_together(words[start:end])] + [()] * (end - start - 1)
+            for part in parts:
+                out += part
+        return out
 
     def reset(self) -> None:
-        """Drop spaCy's tokenizer (its string store only grows); the next call builds a fresh one."""
+        """Drop spaCy's tokenizer (its string store only grows) and the cache; the next call builds a fresh one."""
         self._spacy = None
+        self._stretches = {}
+        self._flags = {}
+
+    def _groups(self, splits: list[Split]) -> list[tuple[int, int]]:
+        """[start, end) of the stretches of one word to split alone or, where a special case may cross, together."""
+        out, start = [], 0
+        for i in range(1, len(splits) + 1):
+            if i == len(splits) or not (
+                splits[i - 1].lasts and splits[i].firsts and self.may_cross(splits[i - 1].lasts, splits[i].firsts)
+            ):
+                out.append((start, i))
+                start = i
+        return out
+
+    def _stretch(self, stretch: str) -> Split:
+        found = self._stretches.get(stretch)
+        if found is not None:
+            firsts, lasts = self._flags.get(stretch, (_NONE, _NONE))
+            return Split(tuple(found.split(" ")), firsts, lasts)
+        return self._store(stretch, self._spacy_split(stretch))
+
+    def _store(self, stretch: str, raw: list[str]) -> Split:
+        """Cache the split of a stretch whose spaCy tokens are `raw`."""
+        # The matcher sees the tokens before it merges a special case: where one ends (or starts) the stretch, that
+        # case's own tokens, else the final ones. Only those that go on to (or from) a neighbour matter.
+        lasts = {raw[-1]} & self._befores
+        for n in self._end_lengths.get(stretch[-1], ()):
+            if (t := self._end_cases.get(stretch[-n:])) is not None:
+                lasts.add(t)
+        firsts = {raw[0]} & self._afters
+        for n in self._start_lengths.get(stretch[0], ()):
+            if (t := self._start_cases.get(stretch[:n])) is not None:
+                firsts.add(t)
+        tokens = tuple(t.lower() for t in raw)
+        self._stretches[stretch] = " ".join(tokens)
+        if firsts or lasts:
+            self._flags[stretch] = (_frozen(firsts), _frozen(lasts))
+        return Split(tokens, _frozen(firsts), _frozen(lasts))
+
+    def _spacy_split(self, stretch: str) -> list[str]:
+        """spaCy's tokens of one stretch (no whitespace), as its tokenizer makes them. Where no special case, prefix,
+        suffix or infix applies, its `_tokenize_affixes` keeps the stretch whole and its special-case matcher finds
+        nothing in a one-token doc that is no special case; that is tested with its own rules and regexes, which
+        skips building a Doc."""
+        tokenizer = self._tokenizer()
+        if self._letters_plain and stretch.isascii() and stretch.isalpha() and stretch not in self._rules:
+            return [stretch]  # no prefix, suffix or infix regex can match ASCII letters (checked on the patterns)
+        if (
+            self._affix_checks
+            and stretch not in self._rules
+            and not tokenizer.find_prefix(stretch)
+            and not tokenizer.find_suffix(stretch)
+            and not tokenizer.find_infix(stretch)
+        ):
+            return [stretch]
+        return [t.text for t in tokenizer(stretch)]
+
+    def _spacy_tokens(self, text: str) -> list[str]:
+        return [t.text.lower() for t in self._tokenizer()(text)]
 
     def _tokenizer(self) -> Any:
-        """spaCy's rule-based English tokenizer (no model download)."""
+        """spaCy's rule-based English tokenizer (no model download), and what its special cases may match."""
         if self._spacy is None:
+            import spacy
             from spacy.lang.en import English
+            from spacy.tokenizer import Tokenizer as SpacyTokenizer
 
             nlp = English()
             nlp.vocab.lex_attr_getters = {}  # we read only token text: skip computing shape, norm, ... of new words
-            nlp.tokenizer.max_cache_size = 1 << 20  # its per-span cache (default 10k spans) only affects speed
-            self._spacy = nlp.tokenizer
+            tokenizer = nlp.tokenizer
+            # The matcher's patterns are the special cases as tokenized without special cases (spaCy's own
+            # `_tokenize_affixes(string, False)`): a tokenizer with the same rules but no special cases makes them.
+            bare = SpacyTokenizer(
+                nlp.vocab,
+                rules={},
+                prefix_search=tokenizer.prefix_search,
+                suffix_search=tokenizer.suffix_search,
+                infix_finditer=tokenizer.infix_finditer,
+                token_match=tokenizer.token_match,
+                url_match=tokenizer.url_match,
+            )
+            cases = {key: [t.text for t in bare(key)] for key in tokenizer.rules}
+            self._cases = {key: pattern for key, pattern in cases.items() if len(pattern) > 1}
+            self._pairs = frozenset((p[i], p[i + 1]) for p in self._cases.values() for i in range(len(p) - 1))
+            self._befores = frozenset(a for a, _ in self._pairs)
+            self._afters = frozenset(b for _, b in self._pairs)
+            # Special cases whose last (first) token may go on from (to) a neighbour, by their length and last
+            # (first) character: what `_stretch` looks for at a stretch's ends.
+            self._end_cases = {k: p[-1] for k, p in self._cases.items() if p[-1] in self._befores}
+            self._start_cases = {k: p[0] for k, p in self._cases.items() if p[0] in self._afters}
+            self._end_lengths = _lengths_by(self._end_cases, -1)
+            self._start_lengths = _lengths_by(self._start_cases, 0)
+            middle = [t.text for t in tokenizer("a \n a")][1:-1]  # the tokens " \n " becomes between two words
+            if any(c.isspace() for pair in self._pairs for token in pair for c in token):
+                raise RuntimeError("a spaCy special case spans whitespace; gpt1's word-by-word split cannot handle it")
+            self._newline = Split(tuple(t.lower() for t in middle), frozenset(), frozenset())
+            self._rules = tokenizer.rules
+            # The control flow `_spacy_split` follows is spaCy 3's; token_match would be tested before the affixes.
+            self._affix_checks = spacy.__version__.startswith("3.") and tokenizer.token_match is None
+            self._letters_plain = self._affix_checks and all(
+                _never_matches_letters(getattr(f, "__self__", None))
+                for f in (tokenizer.prefix_search, tokenizer.suffix_search, tokenizer.infix_finditer)
+            )
+            self._stretches = {}
+            self._flags = {}
+            self._spacy = tokenizer
         return self._spacy
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_spacy": None}
+        return {**self.__dict__, "_spacy": None, "_stretches": {}, "_flags": {}}
+
+
+_NONE: frozenset[str] = frozenset()
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _never_matches_letters(pattern: Any) -> bool:
+    """Whether the compiled regex `pattern` can never match in a string of ASCII letters: every alternative needs a
+    character (itself, or one a lookaround requires next to it) from a set that holds no letter. False when unsure."""
+    if not isinstance(pattern, re.Pattern) or pattern.flags & re.IGNORECASE:
+        return False
+    try:
+        from re import _parser  # type: ignore[attr-defined]
+    except ImportError:  # Python 3.10
+        import sre_parse as _parser  # type: ignore[no-redef]
+    c = _parser
+
+    def chars(op: Any, av: Any) -> set[str] | None:  # what one item matches, if it is a plain set of characters
+        if op is c.LITERAL:
+            return {chr(av)}
+        if op is c.IN:
+            found: set[str] = set()
+            for kind, value in av:
+                if kind is c.LITERAL:
+                    found.add(chr(value))
+                elif kind is c.RANGE:
+                    found |= {chr(i) for i in range(value[0], min(value[1], 0x7F) + 1)} | {chr(value[1])}
+                else:
+                    return None
+            return found
+        return None
+
+    def needs_non_letter(items: Any) -> bool:  # whether a sequence of items needs a non-letter somewhere
+        for op, av in items:
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:
+                found = needs_non_letter(av[2].data)  # the repeated part occurs at least once
+            elif op is c.ASSERT:  # a lookahead / lookbehind: what it needs must be in the string too
+                found = needs_non_letter(av[1].data)
+            elif op is c.BRANCH:
+                found = all(needs_non_letter(branch.data) for branch in av[1])
+            elif op is c.SUBPATTERN:
+                found = needs_non_letter(av[-1].data)
+            else:
+                chars_of = chars(op, av)
+                found = chars_of is not None and not chars_of & _LETTERS
+            if found:
+                return True
+        return False
+
+    return needs_non_letter(_parser.parse(pattern.pattern, pattern.flags).data)
+
+
+def _lengths_by(keys: Iterable[str], end: int) -> dict[str, tuple[int, ...]]:
+    """The lengths of `keys`, by their first (`end`=0) or last (-1) character."""
+    found: dict[str, set[int]] = {}
+    for key in keys:
+        found.setdefault(key[end], set()).add(len(key))
+    return {c: tuple(sorted(n)) for c, n in found.items()}
+
+
+def _frozen(tokens: set[str]) -> frozenset[str]:
+    return frozenset(tokens) if tokens else _NONE
 
 
 @functools.cache
@@ -85,8 +373,7 @@ def default_pretokenizer() -> PreTokenizer:
 
 def words(text: str) -> list[str]:
     """The words `Tokenizer.encode` would run BPE on (spaCy's whitespace tokens and literal `<unk>`s dropped)."""
-    found = [tok.text.lower() for doc in default_pretokenizer().docs(text) if doc is not None for tok in doc]
-    return [w for w in found if w.strip()]
+    return [t for t in default_pretokenizer().tokens(text) if t is not None and t.strip()]
 
 
 def pretokenize(texts: Iterable[str]) -> list[list[str]]:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from gpt1.runtime import PRECISIONS
 from gpt1.training.optim import SCHEDULES
+from gpt1.training.trackers import TRACKERS
 
 C = TypeVar("C", bound="Config")
 RESOLVED = "resolved"  # run_config.json's key for what a run worked out from its settings (not settings itself)
@@ -29,9 +30,10 @@ def setting(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any
     """A dataclass field with its default and one-line help.
 
     `cli` says how the command line shows it (read by `gpt1.cli.parsers`): `flag` (the long option; default
-    `--name-with-dashes`), `aliases`, `type` (text -> value), `choices`, `nargs`, `metavar`, `required` (on the
-    command line only), `group` (an argument-group title), `exclusive` (a name shared by mutually exclusive fields),
-    `show_default=False`, `cli=False` (a setting for config files and Python only).
+    `--name-with-dashes`), `aliases`, `type` (text -> value), `choices`, `nargs`, `metavar`, `action` ("append": a
+    flag repeated once per value), `required` (on the command line only), `group` (an argument-group title),
+    `exclusive` (a name shared by mutually exclusive fields), `show_default=False`, `cli=False` (a setting for
+    config files and Python only).
     """
     metadata = {"help": help, **cli}
     if factory is not None:
@@ -263,6 +265,14 @@ class TrainConfig(Config):
     )
     device: str = setting("auto", "cpu, cuda, cuda:1 ... (default: this process's GPU when there is one, else cpu)")
     progress: bool = setting(True, "progress bars", flag="--no-progress")
+    logger: tuple[str, ...] = setting(
+        (),
+        "an experiment tracker that also gets the metrics, settings and plots (offline, under RUN/logs): "
+        f"{', '.join(TRACKERS)}; repeat the flag for several",
+        choices=TRACKERS,
+        action="append",
+        metavar="TRACKER",
+    )
 
     @classmethod
     def from_recipe(cls, settings: Any, **resolved: Any) -> TrainConfig:
@@ -273,7 +283,11 @@ class TrainConfig(Config):
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # JSON gives a list
+        self.logger = (self.logger,) if isinstance(self.logger, str) else tuple(self.logger or ())
         problems = []
+        unknown = [name for name in self.logger if name not in TRACKERS]
+        if unknown:
+            problems.append(f"logger={unknown[0]!r} is not a tracker; use {', '.join(TRACKERS)}")
         if not self.lr > 0:
             problems.append(f"lr={self.lr!r} must be > 0")
         if self.schedule not in SCHEDULES:
@@ -322,6 +336,7 @@ class RunOptions(Config):
     num_proc: int = setting(1, "tokenizer worker processes")
     resume: str | None = setting(None, "'auto' (latest checkpoint in --out, if any) or a checkpoint path")
     progress: bool = like(TrainConfig, "progress")
+    logger: tuple[str, ...] = like(TrainConfig, "logger")
 
 
 def check_positive(config: Any, *names: str, low: int = 1) -> None:

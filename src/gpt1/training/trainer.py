@@ -8,6 +8,7 @@ the CLI or of where batches come from. Run-dir layout (all written by rank 0 onl
     run_config.json                                    the recipe's settings (feed back with --config), and under
                                                        "resolved" what the run worked out (TrainConfig, steps ...)
     metrics.jsonl, loss.png                            one JSON row per log/eval step; train and val curves
+    logs/                                              experiment trackers' runs (`config.logger`; trackers.py)
     best/                                              weights with the best `best_metric` so far
     checkpoints/step_0000500/                          weights + trainer_state.pt (optimizer, scheduler, torch RNG)
                                                        + trainer_state.json (step, data position, numpy/python RNG)
@@ -45,6 +46,7 @@ from gpt1.training.state import (
     write_json,
 )
 from gpt1.training.stopping import StopSignals, check_same_data, diverged
+from gpt1.training.trackers import Trackers, open_trackers
 
 __all__ = ["BatchSource", "LossFn", "TrainConfig", "Trainer", "find_latest_checkpoint", "lm_loss_fn"]
 logger = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ class Trainer:
         self.device = self._pick_device()
         self.autocast_dtype = resolve_precision(config.precision, self.device)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        self.trackers = Trackers([])  # fit() opens the ones config.logger names, on rank 0
         self._owns_process_group = False
         self._setup_done = False
         self._stop = StopSignals(distributed=False)  # fit() installs the real handlers for its duration
@@ -193,11 +196,34 @@ class Trainer:
             seed_everything(self.config.seed + self.rank)
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._write_run_config()
+            run_config = self._write_run_config()
             if ckpt is None:
                 self.metrics.path.unlink(missing_ok=True)
             else:
                 self.metrics.truncate_after(self.step)
+            self.trackers = open_trackers(self.config.logger, self.out_dir, resume=ckpt is not None)
+            self.trackers.log_config(run_config)
+        status = "failed"
+        try:
+            interrupted = self._loop()
+            if self.is_main and self.evaluate_fn is None:
+                self._plot()
+            self._log_artifacts()
+            status = "interrupted" if interrupted else "finished"
+        finally:
+            self.trackers.close(status)
+        return {
+            **self.last_metrics,
+            "step": self.step,
+            "tokens": self.tokens_seen,
+            "best": self.best,
+            "interrupted": interrupted,
+            "run_dir": str(self.out_dir),
+            "warnings": list(self.warnings),
+        }
+
+    def _loop(self) -> bool:
+        """The training loop from the current step to the last; True when it was interrupted (checkpoint saved)."""
         c = self.config
         bar = self._progress_bar()
         interval_losses: list[torch.Tensor] = []  # kept on the device: one sync per log, not per step
@@ -221,7 +247,7 @@ class Trainer:
                     row = self._log_row(mean_loss, interval_tokens / max(interval_time, 1e-9))
                     self.last_metrics.update(row)
                     if self.is_main:
-                        self.metrics.append(row)
+                        self._record(row)
                     if bar is not None:
                         bar.set_postfix(
                             loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}"
@@ -256,17 +282,7 @@ class Trainer:
 
                 dist.destroy_process_group()
                 self._owns_process_group = False
-        if self.is_main and self.evaluate_fn is None:
-            self._plot()
-        return {
-            **self.last_metrics,
-            "step": self.step,
-            "tokens": self.tokens_seen,
-            "best": self.best,
-            "interrupted": interrupted,
-            "run_dir": str(self.out_dir),
-            "warnings": list(self.warnings),
-        }
+        return interrupted
 
     def _train_step(self) -> tuple[torch.Tensor, int]:
         """One optimizer update over `grad_accum` micro-batches, averaging the loss over every token (all ranks)."""
@@ -372,7 +388,7 @@ class Trainer:
         if improved:
             self.best = value  # on every rank, so their bookkeeping stays identical
         if self.is_main:
-            self.metrics.append(
+            self._record(
                 {
                     **{k: self.last_metrics.get(k) for k in ("loss", "lr", "tokens_per_s")},
                     "step": self.step,
@@ -385,7 +401,19 @@ class Trainer:
                 self._save_best(metrics)
             if self.on_eval is not None:
                 self.on_eval(self, metrics)
+            self._log_artifacts()
         return metrics
+
+    def _record(self, row: dict[str, Any]) -> None:
+        """A metrics row: to metrics.jsonl, and to the experiment trackers (rank 0 only)."""
+        self.metrics.append(row)
+        self.trackers.log_metrics(row, row["step"])
+
+    def _log_artifacts(self) -> None:
+        """The curves and the recipe's samples, as they are now, to the trackers that keep files."""
+        if self.trackers:
+            for name in ("loss.png", "samples.jsonl"):
+                self.trackers.log_artifact(self.out_dir / name)
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -476,7 +504,8 @@ class Trainer:
         self.source.load_state_dict(snap["data"])
         set_rng_state(snap["rng"])
 
-    def _write_run_config(self) -> None:
+    def _write_run_config(self) -> dict:
+        """run_config.json (also the trackers' hyperparameters): the recipe's settings and what was resolved."""
         resolved = {
             **self.resolved,
             "train": self.config.to_dict(),
@@ -484,7 +513,9 @@ class Trainer:
             "total_steps": self.total_steps,
             "warmup_steps": self.warmup,
         }
-        write_json(self.out_dir / "run_config.json", {**self.run_config, RESOLVED: resolved})
+        run_config = {**self.run_config, RESOLVED: resolved}
+        write_json(self.out_dir / "run_config.json", run_config)
+        return run_config
 
 
 def _zero_loss(model: nn.Module) -> torch.Tensor:
