@@ -90,10 +90,10 @@ class PreTokenizer:
 
     def __init__(self) -> None:
         self._spacy: Any = None
-        # standardized stretch (no whitespace) -> its tokens joined by spaces, and (firsts, lasts) of flagged ones:
-        # strings, not tuples, so the garbage collector never walks the caches.
+        # standardized stretch (no whitespace) -> its tokens joined by spaces, and (firsts, lasts) of flagged ones
+        # joined by spaces: strings (and tuples of strings), so the garbage collector never walks the caches.
         self._stretches: dict[str, str] = {}
-        self._flags: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self._flags: dict[str, tuple[str, str]] = {}
         self._newline = Split((), frozenset(), frozenset())  # the line-break token(s) spaCy makes of " \n "
         self._cases: dict[str, list[str]] = {}  # multi-token special case -> its tokens as the matcher sees them
         self._pairs: frozenset[tuple[str, str]] = frozenset()  # neighbouring tokens in one of those
@@ -105,6 +105,7 @@ class PreTokenizer:
         self._start_lengths: dict[str, tuple[int, ...]] = {}
         self._rules: dict[str, Any] = {}  # spaCy's special cases
         self._affix_checks = False  # whether `_spacy_split` may test spaCy's rules itself
+        self._plain_tails: Any = frozenset()
         self._letters_plain = False  # whether no affix regex can match a string of ASCII letters
 
     def segments(self, text: str) -> list[list[str] | None]:
@@ -208,8 +209,10 @@ class PreTokenizer:
     def _stretch(self, stretch: str) -> Split:
         found = self._stretches.get(stretch)
         if found is not None:
-            firsts, lasts = self._flags.get(stretch, (_NONE, _NONE))
-            return Split(tuple(found.split(" ")), firsts, lasts)
+            flags = self._flags.get(stretch)
+            if flags is None:
+                return Split(tuple(found.split(" ")), _NONE, _NONE)
+            return Split(tuple(found.split(" ")), _unjoined(flags[0]), _unjoined(flags[1]))
         return self._store(stretch, self._spacy_split(stretch))
 
     def _store(self, stretch: str, raw: list[str]) -> Split:
@@ -227,7 +230,7 @@ class PreTokenizer:
         tokens = tuple(t.lower() for t in raw)
         self._stretches[stretch] = " ".join(tokens)
         if firsts or lasts:
-            self._flags[stretch] = (_frozen(firsts), _frozen(lasts))
+            self._flags[stretch] = (" ".join(firsts), " ".join(lasts))  # no token of a special case holds a space
         return Split(tokens, _frozen(firsts), _frozen(lasts))
 
     def _spacy_split(self, stretch: str) -> list[str]:
@@ -238,14 +241,18 @@ class PreTokenizer:
         tokenizer = self._tokenizer()
         if self._letters_plain and stretch.isascii() and stretch.isalpha() and stretch not in self._rules:
             return [stretch]  # no prefix, suffix or infix regex can match ASCII letters (checked on the patterns)
-        if (
-            self._affix_checks
-            and stretch not in self._rules
-            and not tokenizer.find_prefix(stretch)
-            and not tokenizer.find_suffix(stretch)
-            and not tokenizer.find_infix(stretch)
-        ):
-            return [stretch]
+        if self._affix_checks and stretch not in self._rules and not tokenizer.find_prefix(stretch):
+            cut = tokenizer.find_suffix(stretch)
+            if not cut:
+                if not tokenizer.find_infix(stretch):
+                    return [stretch]
+            elif self._letters_plain:
+                # `_split_affixes` cuts the suffix off, then finds nothing in ASCII letters that are no special case;
+                # the matcher then finds no special case in [head, tail]: its only keys of those tokens would be
+                # head, tail or the stretch (no key holds whitespace but the one-character ones).
+                head, tail = stretch[:-cut], stretch[-cut:]
+                if head.isascii() and head.isalpha() and head not in self._rules and tail in self._plain_tails:
+                    return [head, tail]
         return [t.text for t in tokenizer(stretch)]
 
     def _spacy_tokens(self, text: str) -> list[str]:
@@ -288,6 +295,8 @@ class PreTokenizer:
                 raise RuntimeError("a spaCy special case spans whitespace; gpt1's word-by-word split cannot handle it")
             self._newline = Split(tuple(t.lower() for t in middle), frozenset(), frozenset())
             self._rules = tokenizer.rules
+            # Suffixes that are no special case, or one that keeps them as one token of the same text.
+            self._plain_tails = _PlainTails(self._rules)
             # The control flow `_spacy_split` follows is spaCy 3's; token_match would be tested before the affixes.
             self._affix_checks = spacy.__version__.startswith("3.") and tokenizer.token_match is None
             self._letters_plain = self._affix_checks and all(
@@ -353,12 +362,31 @@ def _never_matches_letters(pattern: Any) -> bool:
     return needs_non_letter(_parser.parse(pattern.pattern, pattern.flags).data)
 
 
+class _PlainTails:
+    """`tail in _PlainTails(rules)`: whether a suffix token is no special case, or one that gives that token alone."""
+
+    def __init__(self, rules: dict[str, Any]) -> None:
+        from spacy.attrs import ORTH
+
+        self._rules = rules
+        self._same = frozenset(k for k, v in rules.items() if [t.get(ORTH) for t in v] == [k])
+        # The shortcut's argument needs every key holding whitespace to be one character.
+        self._usable = all(len(k) == 1 for k in rules if any(c.isspace() for c in k))
+
+    def __contains__(self, tail: str) -> bool:
+        return self._usable and (tail not in self._rules or tail in self._same)
+
+
 def _lengths_by(keys: Iterable[str], end: int) -> dict[str, tuple[int, ...]]:
     """The lengths of `keys`, by their first (`end`=0) or last (-1) character."""
     found: dict[str, set[int]] = {}
     for key in keys:
         found.setdefault(key[end], set()).add(len(key))
     return {c: tuple(sorted(n)) for c, n in found.items()}
+
+
+def _unjoined(tokens: str) -> frozenset[str]:
+    return frozenset(tokens.split(" ")) if tokens else _NONE
 
 
 def _frozen(tokens: set[str]) -> frozenset[str]:
