@@ -53,17 +53,10 @@ def parse_dtype(name: str | None, device: str | None = None):
     refused on a CPU, where it runs 30-60x slower than float32."""
     import torch
 
+    from gpt1.loading import DTYPE_NAMES as table
+
     if name in (None, "auto"):
         return None
-    table = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "int8": "int8",
-    }
     if name not in table:
         raise UserError(f"--dtype {name!r} is not supported; use float32, bfloat16, int8 or float16 (GPU only).")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

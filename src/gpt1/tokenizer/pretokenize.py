@@ -105,6 +105,7 @@ class PreTokenizer:
         self._start_lengths: dict[str, tuple[int, ...]] = {}
         self._rules: dict[str, Any] = {}  # spaCy's special cases
         self._affix_checks = False  # whether `_spacy_split` may test spaCy's rules itself
+        self._crossings: dict[str, bool] = {}  # see `_crosses`
         self._plain_tails: Any = frozenset()
         self._letters_plain = False  # whether no affix regex can match a string of ASCII letters
 
@@ -161,7 +162,7 @@ class PreTokenizer:
         crossing = [
             i
             for i in itertools.compress(range(len(words) - 1), both)
-            if self.may_cross(tails[words[i]].split(" "), heads[words[i + 1]].split(" "))
+            if self._crosses(tails[words[i]], heads[words[i + 1]])
         ]
 
         out: list[tuple[int, int]] = []
@@ -188,6 +189,14 @@ class PreTokenizer:
             for part in parts:
                 out += part
         return out
+
+    def _crosses(self, lasts: str, firsts: str) -> bool:
+        """`may_cross` of tokens joined by spaces, remembered: there are few distinct pairs of those."""
+        key = lasts + NEWLINE + firsts  # no token holds NEWLINE
+        found = self._crossings.get(key)
+        if found is None:
+            found = self._crossings[key] = self.may_cross(lasts.split(" "), firsts.split(" "))
+        return found
 
     def reset(self) -> None:
         """Drop spaCy's tokenizer (its string store only grows) and the cache; the next call builds a fresh one."""
