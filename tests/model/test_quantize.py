@@ -109,6 +109,23 @@ def test_embedding_and_tied_head_share_one_int8_matrix(pair):
     assert ((got - ref).abs() <= linear_bound(x, q8.tokens_embed.weight, q8.tokens_embed.weight_scale, ref)).all()
 
 
+def test_the_heads_top_logits_are_exact_so_near_ties_keep_their_order():
+    # The kernel's bf16 output would swap near-tied best tokens (greedy and beams would then differ from float32
+    # maths on the same int8 weights); the head recomputes each row's top candidates in float32.
+    torch.manual_seed(3)
+    emb = Int8Embedding.from_embedding(nn.Embedding(5000, 64))
+    head = TiedInt8Head(emb)
+    x = torch.randn(2, 300, 64) * 3
+    with torch.no_grad():
+        got = head(x)
+        exact = x @ (emb.weight.float() * emb.weight_scale.float()[:, None]).t()
+    top = exact.topk(4, dim=-1)
+    assert torch.allclose(got.gather(-1, top.indices), top.values, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got.argmax(-1), exact.argmax(-1))
+    deq = emb.weight.float().abs() * emb.weight_scale.float()[:, None]
+    assert ((got - exact).abs() <= BF16_EPS * (x.abs() @ deq.t() + exact.abs()) + 1e-6).all()  # the rest: bf16
+
+
 def test_every_linear_is_int8_and_the_model_matches_its_dequantised_twin(pair):
     model, q8 = pair
     assert q8.is_quantized and not model.is_quantized and q8.dtype == torch.float32

@@ -196,3 +196,48 @@ def test_letters_only_shortcut_is_spacy():
     words = ["".join(rng.choices(string.ascii_letters, k=rng.randrange(1, 12))) for _ in range(3000)]
     words += ["dont", "cant", "gonna", "im", "Im", "ive", "youre", "km", "ft", "s", "em", "nt", "ca", "wo"]
     assert [pre._spacy_split(w) for w in words] == [[t.text for t in spacy_tokenizer(w)] for w in words]
+
+
+class CountingSpacy:
+    """spaCy's tokenizer, counting the stretches it is called on (its affix finders pass through)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls = tokenizer, 0
+
+    def __call__(self, text):
+        self.calls += 1
+        return self.tokenizer(text)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_suffix_shortcut_is_spacy():
+    """ASCII letters plus one suffix skip spaCy only where its own finders and rules leave just that cut."""
+    import string
+
+    pre = PreTokenizer()
+    spacy_tokenizer = pre._tokenizer()
+    rng = random.Random(6)
+    heads = ["it", "don", "ca", "wo", "mr", "dr", "a", "p", "st", "inc", "jan", "etc", "i", "he", "she", "there"]
+    heads += ["dont", "cant", "gonna", "im", "youre", "whats", "lemme", "Dont"]  # special cases themselves
+    heads += ["".join(rng.choices(string.ascii_lowercase + "AZ", k=rng.randrange(1, 9))) for _ in range(300)]
+    tails = [".", "..", "...", ":", ";", "!", "?", ",", "'", '"', "'s", "'S", "’s", "n't", "'ll", "'re", "'d", "'m"]
+    tails += ["'ve", ")", "]", "%", "km", "s", "-", "’", "!!", "?!", ".)", "'.", "):", "x", ":)", ":p", "a.m."]
+    stretches = [h + t for h in heads for t in tails]
+    counting = pre._spacy = CountingSpacy(spacy_tokenizer)
+    assert [pre._spacy_split(s) for s in stretches] == [[t.text for t in spacy_tokenizer(s)] for s in stretches]
+    assert counting.calls < len(stretches) / 2  # the shortcut was taken
+
+
+def test_plain_words_split_alone():
+    import string
+
+    pre, reference = PreTokenizer(), PreTokenizer()
+    pre._tokenizer()
+    rng = random.Random(7)
+    words = ["".join(rng.choices(string.ascii_letters, k=rng.randrange(1, 10))) for _ in range(3000)]
+    words += sorted(t for t in pre._befores | pre._afters | set(pre._rules) if t.isascii() and t.isalpha())
+    plain = [w for w in words if pre.plain(w)]
+    assert len(plain) > 2000 and not pre.plain("it") and not pre.plain("dr") and not pre.plain("o")
+    assert [tuple(reference.split(w)) for w in plain] == [((w.lower(),), frozenset(), frozenset()) for w in plain]

@@ -8,7 +8,9 @@ Activations (LayerNorm, attention, residuals, biases, the position table) stay f
 matrix products read int8 (`gpt1.kernels.int8_linear`), so CPUs without AVX-512 BF16 never run emulated bf16 maths.
 
 The token embedding and the LM head share one int8 matrix, as the float model shares one tensor: the lookup
-dequantises the rows it reads, the head multiplies by the whole matrix.
+dequantises the rows it reads, the head multiplies by the whole matrix. The kernel returns bf16 results (8
+significant bits), which is plenty for hidden states but swaps near-tied top logits, and so greedy and beam choices;
+the head therefore recomputes each row's few largest logits in float32 from their int8 rows.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ __all__ = [
     "int8_skeleton",
     "is_quantized",
     "quantize_",
+    "refine_top_logits",
     "refuse_training",
     "symmetric_int8",
 ]
 
 INT8 = "int8"
 QMAX = 127
+REFINED_LOGITS = 8  # per row: the candidates bf16 rounding could reorder against the best one
 
 
 def symmetric_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +109,24 @@ class TiedInt8Head(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         embedding = self._tied[0]
-        return kernels.int8_linear(x, embedding.weight, embedding.weight_scale)
+        logits = kernels.int8_linear(x, embedding.weight, embedding.weight_scale)
+        return refine_top_logits(logits, x, embedding.weight, embedding.weight_scale)
+
+
+def refine_top_logits(
+    logits: torch.Tensor, x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, k: int = REFINED_LOGITS
+) -> torch.Tensor:
+    """`logits` (..., vocab) with each row's `k` largest entries recomputed in float32 as `x . (q * scale)`, in place;
+    in chunks of rows, so gathering the (rows, k, width) candidates stays small for a long prompt."""
+    if logits.dtype != torch.float32:
+        return logits
+    flat, xs = logits.view(-1, logits.shape[-1]), x.reshape(-1, x.shape[-1]).float()
+    for start in range(0, flat.shape[0], 256):
+        rows = flat[start : start + 256]
+        idx = rows.topk(min(k, rows.shape[-1]), dim=-1).indices
+        exact = torch.einsum("nkd,nd->nk", q[idx].float(), xs[start : start + 256]) * scale[idx].float()
+        rows.scatter_(-1, idx, exact)
+    return logits
 
 
 def is_quantized(model: nn.Module) -> bool:

@@ -210,6 +210,8 @@ class Tokenizer:
 
     def _new_word(self, word: str) -> bytes:
         """Ids of a word not seen before, noting whether a special case may reach into it from a neighbour."""
+        if self._pre.plain(word):
+            return self._ids((word.lower(),))
         split = self._pre.split(word)
         if split.firsts:
             self._heads[word] = " ".join(split.firsts)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import operator
 import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -122,10 +121,16 @@ class PreTokenizer:
             if "\n" not in segment:
                 out.append(segment.split())
                 continue
-            found = _LINE_BREAK.sub(" " + NEWLINE + " ", segment).split()
-            if found and found[-1] == NEWLINE:  # text_standardize strips line breaks at either end
-                found.pop()
-            out.append(found[1:] if found and found[0] == NEWLINE else found)
+            # One NEWLINE for each whitespace run holding a line break, none at either end (text_standardize strips
+            # those): the same as splitting `_LINE_BREAK.sub(" " + NEWLINE + " ", segment)`, line by line.
+            found: list[str] = []
+            for line in segment.split("\n"):
+                line_words = line.split()
+                if line_words:
+                    if found:
+                        found.append(NEWLINE)
+                    found += line_words
+            out.append(found)
         return out
 
     def split(self, word: str) -> Split:
@@ -141,6 +146,20 @@ class PreTokenizer:
         for start, end in self._groups(splits):
             tokens += splits[start].tokens if end == start + 1 else self._spacy_tokens(" ".join(stretches[start:end]))
         return Split(tuple(tokens), splits[0].firsts, splits[-1].lasts)
+
+    def plain(self, word: str) -> bool:
+        """Whether `split(word)` is the word alone, lowercased, with no flags, as for most new words: ASCII letters
+        that are no special case and no token of one, where no affix can match (known once spaCy is built)."""
+        return (
+            self._letters_plain
+            and word.isascii()
+            and word.isalpha()
+            and word not in self._rules
+            and word not in self._befores
+            and word not in self._afters
+            and word[-1] not in self._end_lengths
+            and word[0] not in self._start_lengths
+        )
 
     def split_together(self, words: list[str]) -> tuple[str, ...]:
         """Tokens of neighbouring words (no NEWLINE among them) whose boundaries a special case may cross."""
@@ -158,11 +177,10 @@ class PreTokenizer:
         spaces)."""
         if len(words) < 2:
             return []
-        both = map(operator.and_, map(tails.__contains__, words), map(heads.__contains__, words[1:]))
+        # Words a special case may reach into from the word before are rarer than the reverse: look for those first.
+        after = itertools.compress(range(1, len(words)), map(heads.__contains__, words[1:]))
         crossing = [
-            i
-            for i in itertools.compress(range(len(words) - 1), both)
-            if self._crosses(tails[words[i]], heads[words[i + 1]])
+            i - 1 for i in after if words[i - 1] in tails and self._crosses(tails[words[i - 1]], heads[words[i]])
         ]
 
         out: list[tuple[int, int]] = []
@@ -228,6 +246,11 @@ class PreTokenizer:
         """Cache the split of a stretch whose spaCy tokens are `raw`."""
         # The matcher sees the tokens before it merges a special case: where one ends (or starts) the stretch, that
         # case's own tokens, else the final ones. Only those that go on to (or from) a neighbour matter.
+        ends, starts = self._end_lengths.get(stretch[-1]), self._start_lengths.get(stretch[0])
+        if not (ends or starts or raw[-1] in self._befores or raw[0] in self._afters):  # most stretches
+            tokens = tuple(map(str.lower, raw))
+            self._stretches[stretch] = " ".join(tokens)
+            return Split(tokens, _NONE, _NONE)
         lasts = {raw[-1]} & self._befores
         for n in self._end_lengths.get(stretch[-1], ()):
             if (t := self._end_cases.get(stretch[-n:])) is not None:
@@ -236,7 +259,7 @@ class PreTokenizer:
         for n in self._start_lengths.get(stretch[0], ()):
             if (t := self._start_cases.get(stretch[:n])) is not None:
                 firsts.add(t)
-        tokens = tuple(t.lower() for t in raw)
+        tokens = tuple(map(str.lower, raw))
         self._stretches[stretch] = " ".join(tokens)
         if firsts or lasts:
             self._flags[stretch] = (" ".join(firsts), " ".join(lasts))  # no token of a special case holds a space
