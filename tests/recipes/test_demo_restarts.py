@@ -47,7 +47,8 @@ def test_demo_refuses_to_replace_a_run_that_is_not_a_demo(tmp_path, capsys):
 
 def test_ctrl_c_exits_130_with_the_resume_command_and_resume_keeps_the_tokenizer(tmp_path, capsys):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "gpt1", "demo", "--quick", "--out", str(out), "--steps", "300", "--num-jokes", "2"]
+    # Far more steps than run before the SIGINT lands: a quick demo does ~100 steps a second on an idle machine.
+    cmd = [sys.executable, "-m", "gpt1", "demo", "--quick", "--out", str(out), "--steps", "30000", "--num-jokes", "2"]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
     )
@@ -60,7 +61,7 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_resume_keeps_the_tokenizer
     assert proc.returncode == 130, stderr[-3000:]
     step = int(find_latest_checkpoint(out).name.split("_")[1])
     assert f"interrupted at step {step}; the checkpoint is in {out}" in stdout and "new jokes" not in stdout
-    assert f"resume with: gpt1 demo --out {out} --quick --steps 300 --resume auto" in stderr
+    assert f"resume with: gpt1 demo --out {out} --quick --steps 30000 --resume auto" in stderr
     tokenizer = {name: digest(out / name) for name in ("vocab.json", "merges.txt")}
     assert (
         main(["demo", "--quick", "--out", str(out), "--steps", str(step + 2), "--resume", "auto", "--num-jokes", "1"])
