@@ -50,7 +50,14 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_resume_keeps_the_tokenizer
     # Far more steps than run before the SIGINT lands: a quick demo does ~100 steps a second on an idle machine.
     cmd = [sys.executable, "-m", "gpt1", "demo", "--quick", "--out", str(out), "--steps", "30000", "--num-jokes", "2"]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        # A shell starting the test suite in the background makes it ignore SIGINT, which children inherit: give
+        # the demo the terminal's default back, so the signal below is the Ctrl-C a user would send.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 180
     while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().strip()):
