@@ -18,6 +18,7 @@ import gc
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,16 +94,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every 4th book and half the jokes (about a minute)")
     parser.add_argument("--prepare", action="store_true", help="time `gpt1 prepare` on all the shared books instead")
+    parser.add_argument("--copies", type=int, default=1, help="with --prepare: the books this many times over")
     parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder")
     args = parser.parse_args()
     vocab, books = args.data / "gpt1-vocab", args.data / "gutenberg-books"
     print(f"CPU flags: {cpu_flags()}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
     if args.prepare:
-        size = sum(f.stat().st_size for f in books.glob("*.txt")) / 1e6
-        print(f"gpt1 prepare on {books} ({size:.1f} MB):")
-        for num_proc in (1, 2):
-            wall, peak = run_prepare(books, vocab, num_proc)
-            print(f"  --num-proc {num_proc}: {wall:6.1f} s wall, {size / wall:5.2f} MB/s, peak RSS {peak:.0f} MiB")
+        with tempfile.TemporaryDirectory() as copies:
+            if args.copies > 1:  # a bigger corpus: the same books under other names (words repeat, as in any corpus)
+                for k in range(args.copies):
+                    for f in books.glob("*.txt"):
+                        shutil.copy(f, Path(copies) / f"copy{k}_{f.name}")
+            source = Path(copies) if args.copies > 1 else books
+            size = sum(f.stat().st_size for f in source.glob("*.txt")) / 1e6
+            print(f"gpt1 prepare on {books} x {args.copies} ({size:.1f} MB):")
+            walls = {}
+            for num_proc in (1, 2):
+                walls[num_proc], peak = run_prepare(source, vocab, num_proc)
+                print(
+                    f"  --num-proc {num_proc}: {walls[num_proc]:6.1f} s wall, {size / walls[num_proc]:5.2f} MB/s, peak RSS {peak:.0f} MiB"
+                )
+            print(f"  --num-proc 2 vs 1: {walls[1] / walls[2]:.2f}x")
         return
     all_jokes = jokes(args.data / "short-jokes")
     corpora = [

@@ -9,13 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from gpt1.data.readers import load_records, require_column
 from gpt1.data.tasks import get_task, normalize_labels, read_task
 from gpt1.evaluation.metrics import compute_metrics, matthews_corrcoef
-from gpt1.inference.scoring import score_tokens
-from gpt1.runtime import autocast
+from gpt1.inference.scoring import next_token_logprobs, score_tokens
 
 
 @torch.no_grad()
@@ -86,8 +84,11 @@ def zero_shot(
         pos, neg = enc("positive"), enc("negative")
         prompts = [enc(ex["text"] + " very") for ex in examples]
         if len(pos) == len(neg) == 1:  # GPT-1's vocabulary: one next-token distribution decides
-            logits = _next_token_logits(model, prompts, batch_size, progress, precision)
-            scores = logits[:, pos[0]] - logits[:, neg[0]]
+            n_ctx = model.config.n_positions
+            logp = next_token_logprobs(
+                model, [p[-n_ctx:] for p in prompts], batch_size=batch_size, precision=precision, progress=progress
+            )
+            scores = (logp[:, pos[0]] - logp[:, neg[0]]).numpy()
         else:  # a smaller learned vocabulary splits a word: compare the words' whole log-probabilities
             both = continuation_logprobs(
                 model, prompts * 2, [pos] * len(prompts) + [neg] * len(prompts), batch_size, progress
@@ -159,31 +160,6 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
         cuts = np.quantile(cuts, np.linspace(0, 1, 2000))
     best = max(cuts, key=lambda c: matthews_corrcoef(labels, (scores > c).astype(int)))
     return float(best)
-
-
-@torch.no_grad()
-def _next_token_logits(
-    model, seqs: Sequence[Sequence[int]], batch_size: int, progress: bool, precision: str
-) -> np.ndarray:
-    """Logits of the token after each sequence (left-truncated to the context)."""
-    model.eval()
-    n_ctx = model.config.n_positions
-    seqs = [list(s)[-n_ctx:] for s in seqs]
-    out = np.zeros((len(seqs), model.config.vocab_size), dtype=np.float32)
-    bar = tqdm(total=len(seqs), desc="scoring", disable=not progress, dynamic_ncols=True)
-    with autocast(model.device, precision, model.dtype):
-        for k in range(0, len(seqs), batch_size):
-            chunk = seqs[k : k + batch_size]
-            T = max(len(s) for s in chunk)
-            ids = torch.zeros(len(chunk), T, dtype=torch.long)
-            for r, s in enumerate(chunk):
-                ids[r, : len(s)] = torch.tensor(s)
-            logits = model(ids.to(model.device)).logits.float()
-            last = torch.tensor([len(s) - 1 for s in chunk], device=logits.device)
-            out[k : k + len(chunk)] = logits[torch.arange(len(chunk), device=logits.device), last].cpu().numpy()
-            bar.update(len(chunk))
-    bar.close()
-    return out
 
 
 def read_zero_shot(name: str, data: Any, split: str = "validation", **cols: Any) -> list[dict]:

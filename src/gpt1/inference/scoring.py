@@ -14,9 +14,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gpt1.inference.decoding import left_pad, prefill
 from gpt1.runtime import autocast
 
-__all__ = ["TokenScores", "check_sequences", "score_tokens", "score_with_next", "scores_from_logits"]
+__all__ = [
+    "TokenScores",
+    "check_sequences",
+    "next_token_logprobs",
+    "score_tokens",
+    "score_with_next",
+    "scores_from_logits",
+]
 
 
 @dataclass
@@ -122,6 +130,38 @@ def score_with_next(
         scores = [scores_from_logits(logits[r], s, top_k) for r, s in enumerate(seqs)]
     last = torch.tensor([len(s) - 1 for s in seqs], device=logits.device)
     return scores, logits[torch.arange(len(seqs), device=logits.device), last]
+
+
+@torch.no_grad()
+def next_token_logprobs(
+    model,
+    sequences: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 16,
+    precision: str = "auto",
+    progress: bool = False,
+    desc: str = "next-token",
+) -> torch.Tensor:
+    """(len(sequences), vocab) float32 log-probabilities of the token after each sequence, in input order: the
+    decoder's prefill of left-padded, length-sorted batches, which computes the logits of the last position only
+    (what one-token answers need: every choice after one context is read from one row)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
+    check_sequences(sequences, model.config.n_positions)
+    model.eval()
+    seqs = [[int(t) for t in s] for s in sequences]
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]), reverse=True)
+    out: torch.Tensor | None = None
+    with autocast(model.device, precision, model.dtype):
+        for k in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, dynamic_ncols=True):
+            idx = order[k : k + batch_size]
+            ids, mask = left_pad([seqs[i] for i in idx])
+            logits = prefill(model, ids.to(model.device), mask.to(model.device), capacity=ids.shape[1]).logits
+            logp = F.log_softmax(logits.float(), dim=-1).cpu()
+            if out is None:
+                out = torch.empty(len(seqs), logp.shape[-1])
+            out[idx] = logp
+    return out if out is not None else torch.empty(0, model.config.vocab_size)
 
 
 def _padded_logits(model, seqs: list[list[int]]) -> torch.Tensor:

@@ -22,12 +22,11 @@ from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_
 from tqdm.auto import tqdm
 
 from gpt1.evaluation.perplexity import sliding_windows
-from gpt1.inference.decoding import left_pad, prefill
 from gpt1.inference.generate import generate_text
-from gpt1.inference.scoring import score_tokens
+from gpt1.inference.scoring import next_token_logprobs, score_tokens
 from gpt1.loading import load, load_tokenizer
 from gpt1.model.gpt import GPT
-from gpt1.runtime import PRECISIONS, autocast, resolve_device
+from gpt1.runtime import PRECISIONS, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -204,22 +203,18 @@ class GPT1LM(TemplateLM):
         self, contexts: list[list[int]], wanted: dict[int, set[int]], progress: bool
     ) -> dict[tuple[int, int], tuple[float, bool]]:
         """{(context index, token): (log p(token | context), whether it is the most likely)} for the `wanted`
-        tokens after each context: the decoder's prefill of the left-padded contexts, in length-sorted batches,
-        computes the logits of their last positions only."""
-        order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]), reverse=True)
-        device, out = self.model.device, {}
-        for k in tqdm(range(0, len(order), self.batch_size), desc="next-token", disable=not progress):
-            idx = order[k : k + self.batch_size]
-            ids, mask = left_pad([contexts[i] for i in idx])
-            with autocast(device, self.precision, self.model.dtype):
-                logits = prefill(self.model, ids.to(device), mask.to(device), capacity=ids.shape[1]).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)  # float32, as score_tokens
-            best = logp.max(-1).values
-            for r, i in enumerate(idx):
-                for token in wanted[i]:
-                    value = logp[r, token]
-                    out[i, token] = (float(value), bool(value >= best[r]))  # a tie with the best counts as greedy
-        return out
+        tokens after each context."""
+        if not contexts:
+            return {}
+        logp = next_token_logprobs(
+            self.model, contexts, batch_size=self.batch_size, precision=self.precision, progress=progress
+        )
+        best = logp.max(-1).values
+        return {
+            (i, token): (float(logp[i, token]), bool(logp[i, token] >= best[i]))  # a tie with the best is greedy
+            for i, tokens in wanted.items()
+            for token in tokens
+        }
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """log p(text), every token after the first scored once, in `gpt1 evaluate --perplexity`'s windows."""
