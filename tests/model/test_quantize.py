@@ -264,38 +264,24 @@ def test_server_continuous_batching_on_an_int8_model(text_dirs, gpt1_tokenizer):
     """The engine's rows joining a running batch get their solo tokens, and the HTTP API answers, with int8."""
     from fastapi.testclient import TestClient
 
+    from engine_driver import engine_step, run_alone
     from gpt1.serving.app import create_app
     from gpt1.serving.engine import Engine, GenRequest
 
     model = GPT.from_pretrained(text_dirs[1])
 
-    def step(engine):
-        with torch.inference_mode():
-            admitted = engine._take_admissible()
-            if admitted:
-                engine._prefill(admitted)
-            if engine.active:
-                engine._decode_step()
-
     loop = asyncio.new_event_loop()
     prompts = [gpt1_tokenizer.encode(t) for t in ("hello", "once upon a time , there was a king who", "yes")]
     params = [SamplingParams(max_new_tokens=12), SamplingParams(max_new_tokens=8, do_sample=True, seed=3)] * 2
-    solo = []
-    for ids, p in zip(prompts, params):
-        engine = Engine(model, gpt1_tokenizer, max_batch=4)
-        req = GenRequest([ids], p, 1, loop)
-        engine.submit(req)
-        while engine.active or engine.waiting:
-            step(engine)
-        solo.append(req.choices[0].tokens)
+    solo = [run_alone(model, gpt1_tokenizer, ids, p, loop) for ids, p in zip(prompts, params)]
     engine = Engine(model, gpt1_tokenizer, max_batch=3)
     reqs = [GenRequest([ids], p, 1, loop) for ids, p in zip(prompts, params)]
     engine.submit(reqs[0])
-    step(engine)
+    engine_step(engine)
     engine.submit(reqs[1])
     engine.submit(reqs[2])
     while engine.active or engine.waiting:
-        step(engine)
+        engine_step(engine)
     assert [r.choices[0].tokens for r in reqs] == solo
     loop.close()
     with TestClient(create_app(model, gpt1_tokenizer, "int8-test")) as client:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import torch
 
+from engine_driver import engine_step, run_alone
 from gpt1 import GPT, GPT1Config
 from gpt1.inference.sampling import SamplingParams
 from gpt1.serving.engine import Engine, GenRequest
@@ -125,26 +126,6 @@ def streamed(url: str, body: dict) -> tuple[dict[int, str], dict[int, str], list
 
 
 # ---- the engine, driven step by step -----------------------------------------------------------------------------
-def engine_step(engine: Engine) -> None:
-    """One turn of the engine's loop, in this thread: admit, prefill, decode a token for every row."""
-    with torch.inference_mode():
-        admitted = engine._take_admissible()
-        if admitted:
-            engine._prefill(admitted)
-        if engine.active:
-            engine._decode_step()
-
-
-def run_alone(model, tokenizer, ids: list[int], params: SamplingParams, loop) -> list[int]:
-    """The tokens (prompt + completion) one request gets from an engine of its own."""
-    engine = Engine(model, tokenizer, max_batch=4)
-    req = GenRequest([ids], params, 1, loop)
-    engine.submit(req)
-    while engine.active or engine.waiting:
-        engine_step(engine)
-    return req.choices[0].tokens
-
-
 def test_rows_joining_a_running_batch_get_their_solo_results(gpt1_tokenizer):
     """Continuous batching: rows that join mid-flight, with prompts longer or shorter than the rows already running
     (so the cache is re-aligned), leave every row's tokens exactly as when that row runs alone."""

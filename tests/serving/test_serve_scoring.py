@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine_driver import engine_step
 from gpt1 import GPT, GPT1Config
 from gpt1.checkpoint import ours_to_hf
 from gpt1.inference.sampling import SamplingParams
@@ -244,12 +245,8 @@ def test_scoring_rows_join_the_running_batch_and_change_nothing(model, tokenizer
     greedy = SamplingParams(max_new_tokens=12, do_sample=False)
 
     def run(engine, until):
-        with torch.inference_mode():
-            while not until():
-                if admitted := engine._take_admissible():
-                    engine._prefill(admitted)
-                if engine.active:
-                    engine._decode_step()
+        while not until():
+            engine_step(engine)
 
     prompt = tokenizer.encode(PROMPTS[0])
     alone = Engine(model, tokenizer, max_batch=4)
